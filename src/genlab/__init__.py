@@ -1,0 +1,15 @@
+"""genlab: train, measure, apply and serve generative models.
+
+    import genlab
+    run_dir = genlab.train("vae-digits", ["epochs=5"])
+    model = genlab.load(run_dir)
+    images = genlab.sample(model, 16, seed=0)
+"""
+
+from ._version import __version__
+from .api import evaluate, sample, train
+from .artifact import load
+from .config import list_recipes
+from .errors import GenlabError
+
+__all__ = ["__version__", "load", "train", "sample", "evaluate", "list_recipes", "GenlabError"]

@@ -1,0 +1,184 @@
+"""The Python API that the CLI (and later the server) are thin layers over."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from ._version import __version__
+from .artifact import build_model, read_config, save_weights, write_config, write_metrics
+from .config import TrainConfig, apply_overrides, from_dict, load_recipe, to_dict
+from .data import ImageDataSpec, load_image_data
+from .errors import GenlabError, TrainingInterrupted
+from .imageio import display_scale, save_grid
+from .models.base import check_sample_count
+from .registry import get_family
+from .training import Trainer
+
+
+def default_run_dir(recipe_name: str) -> Path:
+    return Path("runs") / f"{recipe_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _check_writable(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / ".genlab-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise GenlabError(f"cannot write to {directory}: {e.strerror or e}", "choose a writable --out directory") from None
+
+
+def _model_config(family_cls, model_values: dict, data) -> object:
+    """The family's config: recipe values plus what the data dictates (shape, classes, range)."""
+    names = {f.name for f in dataclasses.fields(family_cls.config_class)}
+    values = dict(model_values)
+    for key, value in data.model_fields().items():
+        if key in names:
+            values[key] = list(value) if isinstance(value, tuple) else value
+    return from_dict(family_cls.config_class, values, "model")
+
+
+def train(recipe: str | dict, overrides: list[str] | tuple = (), out: str | Path | None = None, resume: bool = False, log=None) -> Path:
+    """Train a recipe (name, YAML path or dict) and write a model directory; returns its path.
+
+    With resume=True, `out` is an existing run directory: its config.json and checkpoint are
+    used, and overrides may change the training length (epochs=, steps=).
+    """
+    if resume:
+        if out is None:
+            raise GenlabError("--resume needs the run directory", "genlab train --resume runs/vae-digits-...")
+        run_dir = Path(out)
+        saved = read_config(run_dir)
+        resolved = apply_overrides({k: saved[k] for k in ("family", "data", "model", "train")}, list(overrides))
+        resolved["name"] = saved.get("recipe", run_dir.name)
+        resolved["description"] = saved.get("description", "")
+    else:
+        resolved = apply_overrides(load_recipe(recipe) if isinstance(recipe, str) else recipe, list(overrides))
+        run_dir = Path(out) if out is not None else default_run_dir(resolved.get("name", "run"))
+        if (run_dir / "checkpoint.safetensors").exists():
+            raise GenlabError(f"{run_dir} already holds a training run", f"continue it with --resume, or choose another --out")
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    if is_main:
+        _check_writable(run_dir)
+
+    family_cls = get_family(resolved["family"])
+    train_cfg = from_dict(TrainConfig, resolved["train"], "train")
+    data_spec = from_dict(ImageDataSpec, resolved["data"], "data")
+    data = load_image_data(data_spec)
+    model_cfg = _model_config(family_cls, resolved["model"], data)
+    torch.manual_seed(train_cfg.seed)  # the initial weights are a function of the seed
+    model = family_cls(model_cfg)
+    config = {
+        "family": resolved["family"],
+        "recipe": resolved.get("name"),
+        "description": resolved.get("description", ""),
+        "model": to_dict(model_cfg),
+        "data": to_dict(data_spec),
+        "train": to_dict(train_cfg),
+        "classes": data.classes,
+    }
+    if is_main:
+        write_config(run_dir, config)
+
+    trainer = Trainer(model, data, train_cfg, run_dir, log=log)
+    try:
+        result = trainer.fit(resume=resume)
+        if result.status != "finished":
+            raise TrainingInterrupted(
+                f"training stopped at step {result.steps}; checkpoint saved in {run_dir}",
+                f"continue with: genlab train --resume {run_dir}",
+            )
+        test_metrics = trainer.evaluate("test")  # every rank evaluates its shard
+        if not trainer.dist.is_main:
+            return run_dir
+        with trainer._ema_weights():
+            save_weights(model, run_dir)
+        for name, path in trainer.write_previews(run_dir, tag_step=False).items():
+            trainer.log(f"wrote {path}")
+        write_metrics(
+            run_dir,
+            {
+                "genlab_version": __version__,
+                "training": {
+                    "steps": result.steps,
+                    "wall_time_s": round(result.wall_time_s, 2),
+                    "train_time_s": round(result.train_time_s, 2),
+                    "examples_per_s": round(result.examples_per_s, 1),
+                    "device": str(trainer.device),
+                    "world_size": trainer.dist.world_size,
+                },
+                "val": result.val_metrics,
+                "test": test_metrics,
+                "data": data_spec.name,
+                "seed": train_cfg.seed,
+            },
+        )
+        return run_dir
+    finally:
+        trainer.close()
+        from .training.distributed import shutdown
+
+        shutdown(trainer.dist)
+
+
+def sample(model, n: int, *, seed: int = 0, condition=None) -> torch.Tensor:
+    """n samples in the data's value range, reproducible from the seed."""
+    check_sample_count(n)
+    generator = torch.Generator(model.device).manual_seed(seed)
+    return model.sample(n, condition=condition, generator=generator)
+
+
+def save_samples(model, images: torch.Tensor, path: str | Path) -> Path:
+    value_range = tuple(getattr(model.config, "data_range", (0.0, 1.0)))
+    return save_grid(path, images, value_range, scale=display_scale(images.shape[-2]))
+
+
+@torch.no_grad()
+def evaluate(model_dir: str | Path, *, split: str = "test", iwae_k: int = 1000, n: int | None = None, seed: int = 0,
+             batch_size: int = 100, progress: bool = True) -> dict:
+    """Likelihood and reconstruction metrics of a model on a split of its own data set.
+
+    Writes the result into the model's metrics.json under "eval" and returns it.
+    """
+    from .artifact import load
+    from tqdm import tqdm
+
+    model = load(model_dir)
+    model.require("log_likelihood", "genlab eval (ELBO and IWAE NLL)")
+    config = read_config(model_dir)
+    data = load_image_data(from_dict(ImageDataSpec, config["data"], "data"))
+    total = data.num_examples(split)
+    n = total if n is None else min(n, total)
+    if n <= 0:
+        raise GenlabError(f"-n must be positive, got {n}")
+    if iwae_k < 1:
+        raise GenlabError(f"--iwae-k must be >= 1, got {iwae_k}")
+    torch.manual_seed(seed)
+    data_gen = torch.Generator().manual_seed(seed)
+    iwae_gen = torch.Generator(model.device).manual_seed(seed + 1)
+    sums = {"elbo": 0.0, "iwae_nll": 0.0, "recon_mse": 0.0}
+    num_dims = 1
+    start = time.perf_counter()
+    for i in tqdm(range(0, n, batch_size), disable=not progress, unit="batch", desc=f"eval {split}"):
+        idx = torch.arange(i, min(i + batch_size, n))
+        batch = data.batch(split, idx, data_gen)
+        x, y = batch["x"], batch["y"]
+        num_dims = x[0].numel()
+        sums["elbo"] += model.elbo(x, y)["elbo"].sum().item()
+        sums["iwae_nll"] += -model.log_likelihood(x, y, k=iwae_k, generator=iwae_gen).sum().item()
+        sums["recon_mse"] += (model.reconstruct(x, y) - x).pow(2).flatten(1).sum(1).sum().item()
+    from .metrics.likelihood import bits_per_dim
+
+    result = {k: v / n for k, v in sums.items()}
+    result["iwae_bits_per_dim"] = bits_per_dim(result["iwae_nll"], num_dims)
+    result.update({"iwae_k": iwae_k, "n": n, "split": split, "seed": seed, "data": config["data"]["name"],
+                   "binarize": config["data"].get("binarize"), "seconds": round(time.perf_counter() - start, 2),
+                   "genlab_version": __version__})
+    write_metrics(model_dir, {"eval": result})
+    return result

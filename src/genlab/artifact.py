@@ -1,0 +1,114 @@
+"""A model is a directory: config.json + model.safetensors (+ metrics.json, samples.png).
+
+config.json holds everything needed to rebuild the model (family, model hyper-parameters,
+data spec, training settings, genlab version); model.safetensors holds the weights. Loading
+never executes code from the artifact: the family is looked up in genlab's own registry.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from ._version import __version__
+from .config import from_dict
+from .errors import GenlabError
+from .registry import get_family
+from .training.checkpoint import atomic_save_safetensors, atomic_write_text
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+METRICS_NAME = "metrics.json"
+
+
+def write_config(directory: Path, config: dict) -> Path:
+    path = Path(directory) / CONFIG_NAME
+    atomic_write_text(path, json.dumps({"genlab_version": __version__, **config}, indent=2) + "\n")
+    return path
+
+
+def read_config(directory: str | Path) -> dict:
+    directory = Path(directory)
+    if not directory.exists():
+        raise GenlabError(f"no model at {directory}", "pass a model directory written by `genlab train` (it holds config.json)")
+    if not directory.is_dir():
+        raise GenlabError(f"{directory} is a file, not a model directory", "pass the directory that holds config.json and model.safetensors")
+    path = directory / CONFIG_NAME
+    if not path.is_file():
+        raise GenlabError(f"{directory} is not a genlab model directory: it has no {CONFIG_NAME}", "pass a directory written by `genlab train`")
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise GenlabError(f"{path} is not valid JSON ({e})", "the file is damaged; restore it or train the model again") from None
+    if not isinstance(config, dict) or "family" not in config or "model" not in config:
+        raise GenlabError(f"{path} is not a genlab model config (no 'family'/'model' entries)")
+    return config
+
+
+def save_weights(model: torch.nn.Module, directory: Path) -> Path:
+    path = Path(directory) / WEIGHTS_NAME
+    atomic_save_safetensors(dict(model.state_dict()), path, metadata={"format": "pt", "genlab_version": __version__})
+    return path
+
+
+def build_model(config: dict):
+    family = get_family(config["family"])
+    return family(from_dict(family.config_class, config["model"], "model"))
+
+
+def load(path: str | Path, device: str | torch.device = "cpu"):
+    """Restore a model of any registered family from its directory."""
+    directory = Path(path)
+    config = read_config(directory)
+    weights = directory / WEIGHTS_NAME
+    if not weights.is_file():
+        if (directory / "checkpoint.safetensors").is_file():
+            raise GenlabError(
+                f"{directory} holds an unfinished training run (no {WEIGHTS_NAME} yet)",
+                f"finish it with `genlab train --resume {directory}`",
+            )
+        raise GenlabError(f"{directory} has no {WEIGHTS_NAME}", "the weights are missing; train the model again")
+    model = build_model(config)
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise GenlabError(
+            f"{weights} is damaged or not a safetensors file ({e})",
+            "the file was truncated or replaced; restore it or train the model again",
+        ) from None
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    if missing or unexpected or wrong_shape:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
+            if keys:
+                parts.append(f"{label}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}")
+        raise GenlabError(
+            f"{weights} does not match {CONFIG_NAME} for a {config['family']} model ({'; '.join(parts)})",
+            "the weights belong to a different model; copy the directory as a whole",
+        )
+    model.load_state_dict(state)
+    model.eval()
+    model.artifact_config = config
+    model.artifact_dir = directory
+    return model.to(device)
+
+
+def write_metrics(directory: Path, metrics: dict) -> Path:
+    """Merge `metrics` into metrics.json (keys from earlier evaluations are kept)."""
+    path = Path(directory) / METRICS_NAME
+    existing = {}
+    if path.is_file():
+        try:
+            existing = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            existing = {}
+    existing.update(metrics)
+    atomic_write_text(path, json.dumps(existing, indent=2) + "\n")
+    return path

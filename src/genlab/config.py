@@ -1,0 +1,192 @@
+"""Dataclass configs that round-trip through JSON, recipes, and `key=value` overrides.
+
+A recipe is a YAML file with four sections:
+
+    description: one line shown by `genlab recipes`
+    family: vae
+    data:  {...}   # fields of the data spec (e.g. genlab.data.ImageDataSpec)
+    model: {...}   # fields of the family's config dataclass
+    train: {...}   # fields of TrainConfig
+
+Overrides use dotted keys (`model.latent_dim=32`); the common training keys (`epochs`,
+`steps`, `batch_size`, `lr`, `seed`, `device`) may be given bare.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import GenlabError
+
+
+@dataclass
+class TrainConfig:
+    """How the Trainer runs; independent of the model family."""
+
+    epochs: int | None = 10  # train for this many passes over the data ...
+    steps: int | None = None  # ... or for this many optimisation steps (wins if set)
+    time_budget_s: float | None = None  # stop (and export the model) once training has run this long
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    grad_clip: float | None = None  # max global grad norm; None disables clipping
+    ema_decay: float | None = None  # e.g. 0.999; the artifact then holds the EMA weights
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU, where bf16 is ~100x slower
+    eval_every: int | None = None  # steps between validation passes; None = once per epoch
+    eval_batches: int | None = None  # cap on validation batches per pass; None = whole split
+    checkpoint_every: int = 500  # steps between atomic checkpoints (also at each epoch end)
+    log_every: int = 50  # steps between TensorBoard scalar writes
+    samples_every: int | None = None  # steps between sample grids; None = once per epoch
+    tensorboard: bool = True
+    progress: bool = True
+
+
+SHORTHAND_TRAIN_KEYS = ("epochs", "steps", "batch_size", "lr", "seed", "device", "ema_decay", "grad_clip")
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls, values: dict | None, section: str):
+    """Build dataclass `cls` from a plain dict, rejecting unknown keys with a helpful message."""
+    values = dict(values or {})
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise GenlabError(
+            f"unknown {section} setting(s): {', '.join(unknown)}",
+            f"valid {section} settings: {', '.join(fields)}",
+        )
+    hints = typing.get_type_hints(cls)
+    kwargs = {name: _coerce(values[name], hints[name], f"{section}.{name}") for name in values}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise GenlabError(f"invalid {section} settings: {e}") from None
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Convert JSON/YAML values to the annotated type (lists -> tuples, ints -> floats)."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except GenlabError as e:
+                errors.append(e)
+        raise errors[0]
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise GenlabError(f"{where} must be a list, got {value!r}")
+        item = args[0] if args else Any
+        return tuple(_coerce(v, item, where) for v in value)
+    if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if annotation is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if annotation is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if annotation is bool and isinstance(value, bool):
+        return value
+    if annotation is str and isinstance(value, str):
+        return value
+    if annotation in (int, float, bool, str):
+        raise GenlabError(f"{where} must be {annotation.__name__}, got {value!r}")
+    return value
+
+
+# ----------------------------------------------------------------------------- recipes
+
+
+def _recipe_dir():
+    return resources.files("genlab") / "recipes"
+
+
+def list_recipes() -> dict[str, str]:
+    """Recipe name -> one-line description."""
+    out = {}
+    for entry in sorted(_recipe_dir().iterdir(), key=lambda p: p.name):
+        if entry.name.endswith(".yaml"):
+            data = yaml.safe_load(entry.read_text())
+            out[entry.name[: -len(".yaml")]] = data.get("description", "")
+    return out
+
+
+def load_recipe(name_or_path: str) -> dict:
+    """A recipe by name (`vae-digits`) or a path to a YAML file with the same sections."""
+    path = Path(name_or_path)
+    if name_or_path.endswith((".yaml", ".yml")) and path.is_file():
+        text = path.read_text()
+    else:
+        entry = _recipe_dir() / f"{name_or_path}.yaml"
+        if not entry.is_file():
+            raise GenlabError(
+                f"unknown recipe {name_or_path!r}",
+                f"known recipes: {', '.join(list_recipes())} (or a path to a .yaml recipe file)",
+            )
+        text = entry.read_text()
+    recipe = yaml.safe_load(text) or {}
+    for section in ("family", "data", "model", "train"):
+        if section not in recipe:
+            raise GenlabError(f"recipe {name_or_path!r} has no {section!r} section")
+    recipe.setdefault("description", "")
+    recipe["name"] = path.stem if path.suffix in (".yaml", ".yml") else name_or_path
+    return recipe
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise GenlabError(f"cannot read override {text!r}", "write overrides as key=value, e.g. epochs=5 or model.latent_dim=32")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise GenlabError(f"override {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    parts = key.split(".")
+    if len(parts) == 1 and parts[0] in SHORTHAND_TRAIN_KEYS:
+        parts = ["train", parts[0]]
+    return parts, value
+
+
+def apply_overrides(recipe: dict, overrides: list[str]) -> dict:
+    """Return a copy of `recipe` with `key=value` overrides applied (validated later by from_dict)."""
+    recipe = json.loads(json.dumps(recipe))
+    for text in overrides:
+        parts, value = parse_override(text)
+        if parts[0] not in ("data", "model", "train"):
+            raise GenlabError(
+                f"override {text!r}: unknown section {parts[0]!r}",
+                f"use data.<key>, model.<key>, train.<key> or one of {', '.join(SHORTHAND_TRAIN_KEYS)}",
+            )
+        node = recipe
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                node[p] = {}
+            node = node[p]
+        node[parts[-1]] = value
+        if parts == ["train", "steps"] and value is not None:
+            recipe["train"]["epochs"] = None  # steps= replaces the recipe's epoch count
+        if parts == ["train", "epochs"] and value is not None:
+            recipe["train"]["steps"] = None
+    return recipe

@@ -1,0 +1,17 @@
+"""The one exception type users see.
+
+Every error a person can cause (bad input, missing data, a corrupted file) is raised as a
+GenlabError carrying what went wrong and what to do about it. The CLI prints it on one or
+two lines and exits non-zero, without a traceback; the Python API lets it propagate.
+"""
+
+
+class GenlabError(Exception):
+    def __init__(self, message: str, hint: str | None = None):
+        self.message = message
+        self.hint = hint
+        super().__init__(message if hint is None else f"{message}\nhint: {hint}")
+
+
+class TrainingInterrupted(GenlabError):
+    """Training stopped on request (Ctrl-C, SIGTERM) after saving a checkpoint."""

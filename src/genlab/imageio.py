@@ -1,0 +1,53 @@
+"""Image grids and PNG output (Pillow + plain tensor ops; no torchvision)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .errors import GenlabError
+
+
+def to_uint8(images: torch.Tensor, value_range: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
+    lo, hi = value_range
+    x = (images.detach().float().cpu() - lo) / (hi - lo)
+    return (x.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8)
+
+
+def make_grid(images: torch.Tensor, value_range=(0.0, 1.0), nrow: int | None = None, padding: int = 2) -> np.ndarray:
+    """[N, C, H, W] -> one uint8 image [H', W', C] (C is 1 or 3), tiles separated by `padding`."""
+    x = to_uint8(images, value_range)
+    n, c, h, w = x.shape
+    nrow = nrow or max(1, math.ceil(math.sqrt(n)))
+    ncol = math.ceil(n / nrow)
+    grid = torch.full((c, ncol * (h + padding) + padding, nrow * (w + padding) + padding), 255, dtype=torch.uint8)
+    for i in range(n):
+        r, col = divmod(i, nrow)
+        top, left = padding + r * (h + padding), padding + col * (w + padding)
+        grid[:, top : top + h, left : left + w] = x[i]
+    return grid.permute(1, 2, 0).numpy()
+
+
+def save_grid(path: str | Path, images: torch.Tensor, value_range=(0.0, 1.0), nrow: int | None = None, scale: int = 1) -> Path:
+    """Save a grid PNG; small images are scaled up (nearest) so an 8x8 digit is visible."""
+    path = Path(path)
+    array = make_grid(images, value_range, nrow)
+    mode = "L" if array.shape[2] == 1 else "RGB"
+    picture = Image.fromarray(array[:, :, 0] if mode == "L" else array, mode=mode)
+    if scale > 1:
+        picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        picture.save(path)
+    except OSError as e:
+        raise GenlabError(f"cannot write {path}: {e.strerror or e}", "choose an output path in a writable directory") from None
+    return path
+
+
+def display_scale(height: int) -> int:
+    """Upscaling factor that makes tiles at least ~64 px tall in saved grids."""
+    return max(1, 64 // height)

@@ -1,0 +1,1 @@
+"""Model families: one file each; see base.GenerativeModel for the interface."""

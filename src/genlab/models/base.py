@@ -1,0 +1,84 @@
+"""The interface every model family implements.
+
+Families own their update rule, the Trainer owns everything else: a model says how one
+optimisation step goes (a GAN steps its critic and generator inside its own
+`training_step`), while the Trainer owns the loop, devices, mixed precision, distributed
+gradient averaging, clipping, EMA, checkpoints, logging and divergence checks. The bridge
+is `ManagedOptimizer.step(loss)` (genlab.training.optim), which a family calls instead of
+`loss.backward(); opt.step()`.
+
+Capabilities beyond sampling are small protocols that tasks check with `has_capability`:
+`encode`/`decode` (latent models), `log_likelihood` (a bound or exact value in nats per
+example), `conditional` (sampling takes a class label).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..errors import GenlabError
+
+
+class GenerativeModel(nn.Module):
+    family: ClassVar[str]  # set by @register_family
+    config_class: ClassVar[type]  # the family's dataclass config
+
+    def __init__(self, config: Any):
+        super().__init__()
+        self.config = config
+
+    # -- training ---------------------------------------------------------------------
+    def configure_optimizers(self, train) -> dict[str, torch.optim.Optimizer]:
+        """Name -> optimizer. `train` is the TrainConfig (lr, weight_decay)."""
+        return {"main": torch.optim.Adam(self.parameters(), lr=train.lr, weight_decay=train.weight_decay)}
+
+    def training_step(self, batch: dict[str, torch.Tensor], step: int, optimizers: dict) -> dict[str, float]:
+        """One optimisation step; call optimizers[name].step(loss). Returns scalars to log."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def validation_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Scalars for one validation batch (means over the batch); the Trainer averages them."""
+        return {}
+
+    # -- generation -------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, n: int, *, condition=None, generator: torch.Generator | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def preview(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Named image batches for sample grids and TensorBoard (e.g. samples, reconstructions),
+        in the data's value range."""
+        return {}
+
+    def ema_parameter_names(self) -> list[str]:
+        """Parameters the Trainer keeps an exponential moving average of (all by default)."""
+        return [name for name, _ in self.named_parameters()]
+
+    # -- capabilities -----------------------------------------------------------------
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+
+    def require(self, capability: str, purpose: str) -> None:
+        if capability not in self.capabilities:
+            from ..registry import FAMILIES
+
+            having = sorted(name for name, cls in FAMILIES.items() if capability in cls.capabilities)
+            raise GenlabError(
+                f"{purpose} needs a model with the {capability!r} capability; "
+                f"this {self.family} model does not have it",
+                f"families that have it: {', '.join(having) or '(none yet)'}",
+            )
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+
+def check_sample_count(n: int) -> int:
+    if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
+        raise GenlabError(f"the number of samples must be a positive integer, got {n!r}", "e.g. -n 64")
+    return n

@@ -1,0 +1,39 @@
+"""Shared test setup: data from ../shared/data, never the network, tiny models."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+# Tests never touch the network and never read a user's cache.
+os.environ.setdefault("GENLAB_DATA_DIR", str(SHARED_DATA))
+os.environ["GENLAB_OFFLINE"] = "1"
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+# A tiny, fast variant of the quick-start recipe used across tests.
+TINY_VAE = ["model.hidden=[32]", "model.latent_dim=4", "model.iwae_k=8", "batch_size=32", "train.progress=false"]
+
+
+def genlab_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "genlab", *args]
+
+
+def subprocess_env(**extra: str) -> dict:
+    env = dict(os.environ)
+    env.update({"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **extra})
+    return env
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A trained (briefly) vae-digits model directory shared by read-only tests."""
+    import genlab
+
+    out = tmp_path_factory.mktemp("models") / "vae-digits-tiny"
+    return genlab.train("vae-digits", ["steps=40", *TINY_VAE], out=out)
