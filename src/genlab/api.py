@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 from ._version import __version__
-from .artifact import build_model, read_config, save_weights, write_config, write_metrics
+from .artifact import read_config, save_weights, write_config, write_metrics
 from .config import TrainConfig, apply_overrides, from_dict, load_recipe, to_dict
 from .data import ImageDataSpec, load_image_data
 from .errors import GenlabError, TrainingInterrupted
@@ -20,16 +21,25 @@ from .registry import get_family
 from .training import Trainer
 
 
+# Settings a resumed run may change: its length and its bookkeeping. Anything else (model,
+# data, batch size, seed, learning rate) would not match the checkpoint or would silently
+# break the bit-exact continuation.
+RESUMABLE_OVERRIDES = ("epochs", "steps", "time_budget_s", "eval_every", "eval_batches", "checkpoint_every",
+                       "log_every", "samples_every", "tensorboard", "progress", "device")
+
+
 def default_run_dir(recipe_name: str) -> Path:
-    return Path("runs") / f"{recipe_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    # Under torchrun every rank must pick the same name: use the launcher's run id.
+    stamp = os.environ.get("TORCHELASTIC_RUN_ID") if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
+    return Path("runs") / f"{recipe_name}-{stamp or time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def _check_writable(directory: Path) -> None:
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        probe = directory / ".genlab-write-test"
-        probe.write_text("")
-        probe.unlink()
+        fd, probe = tempfile.mkstemp(prefix=".genlab-write-test-", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
     except OSError as e:
         raise GenlabError(f"cannot write to {directory}: {e.strerror or e}", "choose a writable --out directory") from None
 
@@ -55,6 +65,15 @@ def train(recipe: str | dict, overrides: list[str] | tuple = (), out: str | Path
             raise GenlabError("--resume needs the run directory", "genlab train --resume runs/vae-digits-...")
         run_dir = Path(out)
         saved = read_config(run_dir)
+        from .config import parse_override
+
+        for text in overrides:
+            parts, _ = parse_override(text)
+            if parts[0] != "train" or len(parts) != 2 or parts[1] not in RESUMABLE_OVERRIDES:
+                raise GenlabError(
+                    f"{text!r} cannot change when resuming: it would not match the checkpoint",
+                    f"a resumed run may change only {', '.join(RESUMABLE_OVERRIDES)}; start a new run for other settings",
+                )
         resolved = apply_overrides({k: saved[k] for k in ("family", "data", "model", "train")}, list(overrides))
         resolved["name"] = saved.get("recipe", run_dir.name)
         resolved["description"] = saved.get("description", "")
@@ -64,12 +83,11 @@ def train(recipe: str | dict, overrides: list[str] | tuple = (), out: str | Path
         if (run_dir / "checkpoint.safetensors").exists():
             raise GenlabError(f"{run_dir} already holds a training run", f"continue it with --resume, or choose another --out")
     is_main = int(os.environ.get("RANK", "0")) == 0
-    if is_main:
-        _check_writable(run_dir)
-
     family_cls = get_family(resolved["family"])
     train_cfg = from_dict(TrainConfig, resolved["train"], "train")
     data_spec = from_dict(ImageDataSpec, resolved["data"], "data")
+    if is_main:  # after the settings are known to be valid: no empty run folders for typos
+        _check_writable(run_dir)
     data = load_image_data(data_spec)
     model_cfg = _model_config(family_cls, resolved["model"], data)
     torch.manual_seed(train_cfg.seed)  # the initial weights are a function of the seed
@@ -90,8 +108,9 @@ def train(recipe: str | dict, overrides: list[str] | tuple = (), out: str | Path
     try:
         result = trainer.fit(resume=resume)
         if result.status != "finished":
+            saved = "checkpoint saved" if result.status == "interrupted" else "the last checkpoint is kept"
             raise TrainingInterrupted(
-                f"training stopped at step {result.steps}; checkpoint saved in {run_dir}",
+                f"training stopped at step {result.steps}; {saved} in {run_dir}",
                 f"continue with: genlab train --resume {run_dir}",
             )
         test_metrics = trainer.evaluate("test")  # every rank evaluates its shard
@@ -151,12 +170,15 @@ def evaluate(model_dir: str | Path, *, split: str = "test", iwae_k: int = 1000, 
 
     model = load(model_dir)
     model.require("log_likelihood", "genlab eval (ELBO and IWAE NLL)")
-    config = read_config(model_dir)
+    model.require("encode", "genlab eval (reconstruction error)")
+    config = model.artifact_config
     data = load_image_data(from_dict(ImageDataSpec, config["data"], "data"))
     total = data.num_examples(split)
+    if n is not None and n <= 0:
+        raise GenlabError(f"-n must be a positive integer, got {n}")
+    if total == 0:
+        raise GenlabError(f"the {split} split of {config['data']['name']} is empty", "evaluate on another --split")
     n = total if n is None else min(n, total)
-    if n <= 0:
-        raise GenlabError(f"-n must be positive, got {n}")
     if iwae_k < 1:
         raise GenlabError(f"--iwae-k must be >= 1, got {iwae_k}")
     torch.manual_seed(seed)
@@ -170,7 +192,7 @@ def evaluate(model_dir: str | Path, *, split: str = "test", iwae_k: int = 1000, 
         batch = data.batch(split, idx, data_gen)
         x, y = batch["x"], batch["y"]
         num_dims = x[0].numel()
-        sums["elbo"] += model.elbo(x, y)["elbo"].sum().item()
+        sums["elbo"] += model.elbo(x, y, generator=iwae_gen)["elbo"].sum().item()
         sums["iwae_nll"] += -model.log_likelihood(x, y, k=iwae_k, generator=iwae_gen).sum().item()
         sums["recon_mse"] += (model.reconstruct(x, y) - x).pow(2).flatten(1).sum(1).sum().item()
     from .metrics.likelihood import bits_per_dim

@@ -42,10 +42,17 @@ def read_config(directory: str | Path) -> dict:
         raise GenlabError(f"{directory} is not a genlab model directory: it has no {CONFIG_NAME}", "pass a directory written by `genlab train`")
     try:
         config = json.loads(path.read_text())
+    except OSError as e:
+        raise GenlabError(f"cannot read {path}: {e.strerror or e}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise GenlabError(f"{path} is not valid JSON ({e})", "the file is damaged; restore it or train the model again") from None
-    if not isinstance(config, dict) or "family" not in config or "model" not in config:
-        raise GenlabError(f"{path} is not a genlab model config (no 'family'/'model' entries)")
+    if not isinstance(config, dict) or not isinstance(config.get("family"), str) or not all(
+        isinstance(config.get(key), dict) for key in ("model", "data", "train")
+    ):
+        raise GenlabError(
+            f"{path} is not a complete genlab model config (it needs 'family', 'model', 'data' and 'train')",
+            "the file is damaged; restore it or train the model again",
+        )
     return config
 
 

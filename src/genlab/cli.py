@@ -33,7 +33,14 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="genlab",
         description="genlab: train, measure, apply and serve generative models.",
-        epilog="Run `genlab COMMAND --help` for a command's options and examples.",
+        epilog="""examples:
+  genlab train vae-digits                    # quick start: train a VAE on the embedded 8x8 digits
+  genlab sample runs/vae-digits-... -n 64 -o grid.png
+  genlab eval runs/vae-digits-...
+  genlab recipes | genlab datasets
+
+Run `genlab COMMAND --help` for a command's options and examples.""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     from ._version import __version__
 
@@ -104,7 +111,7 @@ def _cmd_sample(args) -> None:
     from .artifact import load
     from .models.base import check_sample_count
 
-    check_sample_count(args.n)
+    check_sample_count(args.n)  # before loading, so a bad -n fails fast
     model = load(args.model)
     images = sample(model, args.n, seed=args.seed, condition=args.label)
     path = save_samples(model, images, args.output)
@@ -114,8 +121,6 @@ def _cmd_sample(args) -> None:
 def _cmd_eval(args) -> None:
     from .api import evaluate
 
-    if args.n is not None and args.n <= 0:
-        raise GenlabError(f"-n must be a positive integer, got {args.n}")
     result = evaluate(args.model, split=args.split, iwae_k=args.iwae_k, n=args.n, seed=args.seed)
     print(f"{'metric':<22}{'value':>12}")
     for key in ("elbo", "iwae_nll", "iwae_bits_per_dim", "recon_mse"):
@@ -179,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
         if e.hint:
             print(f"hint: {e.hint}", file=sys.stderr)
         return 130 if isinstance(e, TrainingInterrupted) else 2
+    except OSError as e:  # a file-system problem no GenlabError anticipated: still one line, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -51,6 +51,22 @@ class TrainConfig:
     tensorboard: bool = True
     progress: bool = True
 
+    def __post_init__(self):
+        def check(ok: bool, message: str, hint: str | None = None):
+            if not ok:
+                raise GenlabError(message, hint)
+
+        for name in ("epochs", "steps", "eval_every", "eval_batches", "samples_every"):
+            value = getattr(self, name)
+            check(value is None or value >= 1, f"train.{name} must be at least 1 (or unset), got {value}")
+        for name in ("batch_size", "checkpoint_every", "log_every"):
+            check(getattr(self, name) >= 1, f"train.{name} must be at least 1, got {getattr(self, name)}")
+        check(self.lr > 0, f"train.lr must be positive, got {self.lr}", "a typical value is 1e-3")
+        check(self.weight_decay >= 0, f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        check(self.grad_clip is None or self.grad_clip > 0, f"train.grad_clip must be positive (or unset), got {self.grad_clip}")
+        check(self.time_budget_s is None or self.time_budget_s > 0, f"train.time_budget_s must be positive, got {self.time_budget_s}")
+        check(self.seed >= 0, f"train.seed must be >= 0, got {self.seed}")
+
 
 SHORTHAND_TRAIN_KEYS = ("epochs", "steps", "batch_size", "lr", "seed", "device", "ema_decay", "grad_clip")
 
@@ -61,6 +77,9 @@ def to_dict(cfg) -> dict:
 
 def from_dict(cls, values: dict | None, section: str):
     """Build dataclass `cls` from a plain dict, rejecting unknown keys with a helpful message."""
+    if values is not None and not isinstance(values, dict):
+        raise GenlabError(f"the {section} settings must be a mapping of key: value, got {values!r}",
+                          f"set single settings with {section}.KEY=VALUE")
     values = dict(values or {})
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
@@ -100,6 +119,11 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         return tuple(_coerce(v, item, where) for v in value)
     if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if annotation is float and isinstance(value, str):
+        try:  # YAML reads 1e-3 (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
     if annotation is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if annotation is int and isinstance(value, float) and value.is_integer():
@@ -174,6 +198,8 @@ def apply_overrides(recipe: dict, overrides: list[str]) -> dict:
     recipe = json.loads(json.dumps(recipe))
     for text in overrides:
         parts, value = parse_override(text)
+        if parts[0] in ("data", "model", "train") and len(parts) < 2:
+            raise GenlabError(f"override {text!r} names a whole section", f"set one setting at a time: {parts[0]}.KEY=VALUE")
         if parts[0] not in ("data", "model", "train"):
             raise GenlabError(
                 f"override {text!r}: unknown section {parts[0]!r}",

@@ -42,8 +42,8 @@ def save_grid(path: str | Path, images: torch.Tensor, value_range=(0.0, 1.0), nr
         picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        picture.save(path)
-    except OSError as e:
+        picture.save(path, format="PNG")
+    except (OSError, ValueError) as e:
         raise GenlabError(f"cannot write {path}: {e.strerror or e}", "choose an output path in a writable directory") from None
     return path
 

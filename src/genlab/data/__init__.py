@@ -43,6 +43,8 @@ class ImageDataSpec:
             raise GenlabError(f"unknown data.binarize {self.binarize!r}", f"use one of {', '.join(BINARIZE)}")
         if self.binarize != "none" and self.scale != "unit":
             raise GenlabError("binarised data must use data.scale=unit (values 0 and 1)")
+        if self.split_seed < 0:
+            raise GenlabError(f"data.split_seed must be >= 0, got {self.split_seed}")
         for name in ("val_fraction", "test_fraction"):
             v = getattr(self, name)
             if not 0.0 <= v < 1.0:

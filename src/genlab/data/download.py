@@ -12,6 +12,8 @@ get it and the exact folder to put it in, so the data can be copied over by hand
 
 from __future__ import annotations
 
+import http.client
+
 import hashlib
 import os
 import sys
@@ -108,7 +110,9 @@ def _download(remote: RemoteFile, dest_dir: Path, progress: bool) -> Path:
                 continue
             os.replace(tmp, target)
             return target
-        except OSError as e:  # URLError, HTTPError, timeouts and connection errors are all OSErrors
+        except (OSError, http.client.HTTPException, ValueError) as e:
+            # URLError, HTTPError, timeouts and refused connections are OSErrors; a transfer cut
+            # short is an HTTPException (IncompleteRead); a bad Content-Length a ValueError.
             failures.append((url, "network", _describe(e)))
         finally:
             tmp.unlink(missing_ok=True)

@@ -478,6 +478,8 @@ def _load_npz(path: Path) -> RawImages:
                     f"{path}: array {key!r} cannot be loaded without pickle ({e})",
                     "store plain numeric arrays (uint8 images, integer labels), not Python objects",
                 ) from None
+            except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as e:
+                raise GenlabError(f"{path}: array {key!r} is damaged ({e})", "write the .npz file again") from None
 
     pairs = [(names[i], names[i + 1]) for i in range(0, len(names), 2)]
     splits = [(_npz_images(arrays[x], f"{path}:{x}"), _npz_labels(arrays[y], f"{path}:{y}")) for x, y in pairs]

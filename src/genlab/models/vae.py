@@ -303,9 +303,11 @@ class VAE(GenerativeModel):
             log_sum_weights = torch.logaddexp(log_sum_weights, torch.logsumexp(log_weights, dim=0))
         return log_sum_weights - math.log(k)
 
-    def log_likelihood(self, x: torch.Tensor, y: torch.Tensor | None = None, k: int = 5000) -> torch.Tensor:
+    def log_likelihood(
+        self, x: torch.Tensor, y: torch.Tensor | None = None, k: int = 5000, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """The "log_likelihood" capability: the IWAE_k bound, nats per example."""
-        return self.iwae_log_likelihood(x, y, k=k)
+        return self.iwae_log_likelihood(x, y, k=k, generator=generator)
 
     # -- training -------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], step: int, optimizers: dict) -> dict[str, float]:

@@ -59,9 +59,3 @@ class ManagedOptimizer:
             )
         self.last_grad_norm = norm_f
         self.optimizer.step()
-
-    def state_dict(self) -> dict:
-        return self.optimizer.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state)

@@ -58,7 +58,7 @@ def derived_seed(seed: int, stream: int, *keys: int) -> int:
 @dataclass
 class TrainResult:
     steps: int
-    status: str  # finished | interrupted
+    status: str  # finished | interrupted (checkpoint saved) | aborted (last checkpoint kept)
     val_metrics: dict = field(default_factory=dict)
     wall_time_s: float = 0.0
     train_time_s: float = 0.0  # time inside training steps only (no eval, no checkpoints)
@@ -133,7 +133,7 @@ class Trainer:
         return self._writer
 
     def _request_stop(self, signum, frame):
-        if self._stop_requested:  # second Ctrl-C: leave now
+        if self._stop_requested:  # second Ctrl-C: leave now, keeping the last checkpoint
             raise KeyboardInterrupt
         self._stop_requested = True
         self.log("interrupt received: finishing this step, saving a checkpoint and exiting (Ctrl-C again to abort)")
@@ -148,6 +148,13 @@ class Trainer:
     def save_checkpoint(self) -> None:
         if not self.dist.is_main:
             return
+        if not all(torch.isfinite(p).all() for p in self.model.parameters()):
+            # Finite gradients can still overflow the weights; never overwrite a good checkpoint with them.
+            raise DivergenceError(
+                f"training diverged: non-finite weights at step {self.step}; "
+                f"the last good checkpoint {self.checkpoint_path} is kept",
+                "lower the learning rate (lr=...) or enable clipping (grad_clip=1.0)",
+            )
         meta = {"step": self.step, "world_size": self.dist.world_size, "seed": self.cfg.seed}
         save_checkpoint(
             self.checkpoint_path,
@@ -173,7 +180,13 @@ class Trainer:
         self.step = int(meta["step"])
         history = self.run_dir / "history.jsonl"
         if self.dist.is_main and history.is_file():  # forget evaluations the resumed run will redo
-            kept = [line for line in history.read_text().splitlines() if line and json.loads(line)["step"] <= self.step]
+            kept = []
+            for line in history.read_text().splitlines():
+                try:
+                    if json.loads(line)["step"] <= self.step:
+                        kept.append(line)
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    pass  # a line cut short by a kill
             history.write_text("".join(line + "\n" for line in kept))
 
     # ------------------------------------------------------------------ evaluation
@@ -238,10 +251,9 @@ class Trainer:
                 self.log(f"checkpoint is at step {self.step}; nothing left to do (raise epochs= or steps= to train longer)")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         previous_handlers = {}
-        if self.dist.is_main or self.dist.enabled:
-            with contextlib.suppress(ValueError):  # only the main thread may install handlers
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    previous_handlers[sig] = signal.signal(sig, self._request_stop)
+        with contextlib.suppress(ValueError):  # only the main thread may install handlers
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous_handlers[sig] = signal.signal(sig, self._request_stop)
         bar = tqdm(
             total=self.total_steps,
             initial=self.step,
@@ -309,7 +321,9 @@ class Trainer:
                 if out_of_time:
                     break
         except KeyboardInterrupt:
-            status = "interrupted"
+            # A second Ctrl-C may land mid-step: the weights in memory are then half-updated,
+            # so keep the last checkpoint rather than saving them.
+            status = "aborted"
         finally:
             bar.close()
             for sig, handler in previous_handlers.items():
