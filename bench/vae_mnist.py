@@ -50,7 +50,7 @@ def main() -> int:
     train_wall = time.perf_counter() - t0
     metrics = json.loads((out / "metrics.json").read_text())
     t1 = time.perf_counter()
-    result = evaluate(out, split="test", iwae_k=args.iwae_k, n=args.n_test, seed=0, batch_size=100)
+    result = evaluate(out, against="test", iwae_k=args.iwae_k, n=args.n_test, seed=0, metrics=("likelihood",))["likelihood"]
     eval_wall = time.perf_counter() - t1
     config = json.loads((out / "config.json").read_text())
     steps_per_epoch = 54000 // config["train"]["batch_size"]  # 60,000 minus the 10% validation split

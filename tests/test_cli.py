@@ -79,10 +79,14 @@ def test_sample_eval_info(tiny_model_dir, tmp_path, capsys):
 
     code, out, err = run_cli(capsys, "eval", str(tiny_model_dir), "--iwae-k", "20", "-n", "50")
     assert code == 0, err
-    assert "iwae_nll" in out and "elbo" in out and "recon_mse" in out
+    assert "iwae_nll" in out and "elbo" in out and "recon_mse" in out and "fd[lenet-digits]" in out
     evaluation = json.loads((tiny_model_dir / "metrics.json").read_text())["eval"]
-    assert evaluation["n"] == 50 and evaluation["iwae_k"] == 20
-    assert evaluation["iwae_nll"] <= -evaluation["elbo"] + 1.0  # IWAE_k is the tighter bound (up to noise)
+    likelihood = evaluation["likelihood"]
+    assert likelihood["n"] == 50 and likelihood["iwae_k"] == 20
+    assert likelihood["iwae_nll"] <= -likelihood["elbo"] + 1.0  # IWAE_k is the tighter bound (up to noise)
+    samples = evaluation["samples"]
+    assert samples["n"] == 50 and samples["feature_space"] == "lenet-digits"
+    assert set(samples["metrics"]) == set(samples["floor"]) and "kd[lenet-digits]" in samples["metrics"]
 
     code, out, err = run_cli(capsys, "info", str(tiny_model_dir))
     assert code == 0 and "family     vae" in out and "parameters" in out

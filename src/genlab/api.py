@@ -158,49 +158,10 @@ def save_samples(model, images: torch.Tensor, path: str | Path) -> Path:
     return save_grid(path, images, value_range, scale=display_scale(images.shape[-2]))
 
 
-@torch.no_grad()
-def evaluate(model_dir: str | Path, *, split: str = "test", iwae_k: int = 1000, n: int | None = None, seed: int = 0,
-             batch_size: int = 100, progress: bool = True) -> dict:
-    """Likelihood and reconstruction metrics of a model on a split of its own data set.
+def evaluate(model_dir, **options) -> dict:
+    """Evaluate a model directory (see genlab.evaluation.evaluate for the options)."""
+    # Imported here so that importing genlab does not load the metric modules (and
+    # `python -m genlab.metrics.features` does not import itself twice).
+    from .evaluation import evaluate as evaluate_model
 
-    Writes the result into the model's metrics.json under "eval" and returns it.
-    """
-    from .artifact import load
-    from tqdm import tqdm
-
-    model = load(model_dir)
-    model.require("log_likelihood", "genlab eval (ELBO and IWAE NLL)")
-    model.require("encode", "genlab eval (reconstruction error)")
-    config = model.artifact_config
-    data = load_image_data(from_dict(ImageDataSpec, config["data"], "data"))
-    total = data.num_examples(split)
-    if n is not None and n <= 0:
-        raise GenlabError(f"-n must be a positive integer, got {n}")
-    if total == 0:
-        raise GenlabError(f"the {split} split of {config['data']['name']} is empty", "evaluate on another --split")
-    n = total if n is None else min(n, total)
-    if iwae_k < 1:
-        raise GenlabError(f"--iwae-k must be >= 1, got {iwae_k}")
-    torch.manual_seed(seed)
-    data_gen = torch.Generator().manual_seed(seed)
-    iwae_gen = torch.Generator(model.device).manual_seed(seed + 1)
-    sums = {"elbo": 0.0, "iwae_nll": 0.0, "recon_mse": 0.0}
-    num_dims = 1
-    start = time.perf_counter()
-    for i in tqdm(range(0, n, batch_size), disable=not progress, unit="batch", desc=f"eval {split}"):
-        idx = torch.arange(i, min(i + batch_size, n))
-        batch = data.batch(split, idx, data_gen)
-        x, y = batch["x"], batch["y"]
-        num_dims = x[0].numel()
-        sums["elbo"] += model.elbo(x, y, generator=iwae_gen)["elbo"].sum().item()
-        sums["iwae_nll"] += -model.log_likelihood(x, y, k=iwae_k, generator=iwae_gen).sum().item()
-        sums["recon_mse"] += (model.reconstruct(x, y) - x).pow(2).flatten(1).sum(1).sum().item()
-    from .metrics.likelihood import bits_per_dim
-
-    result = {k: v / n for k, v in sums.items()}
-    result["iwae_bits_per_dim"] = bits_per_dim(result["iwae_nll"], num_dims)
-    result.update({"iwae_k": iwae_k, "n": n, "split": split, "seed": seed, "data": config["data"]["name"],
-                   "binarize": config["data"].get("binarize"), "seconds": round(time.perf_counter() - start, 2),
-                   "genlab_version": __version__})
-    write_metrics(model_dir, {"eval": result})
-    return result
+    return evaluate_model(model_dir, **options)

@@ -21,8 +21,13 @@ EXAMPLES = {
   genlab sample runs/vae-digits-... -n 64 --seed 0 -o grid.png
   genlab sample runs/cvae-mnist-... -n 10 --class 3 -o threes.png""",
     "eval": """examples:
-  genlab eval runs/vae-mnist-...                       # test ELBO, IWAE NLL (k=1000), reconstruction error
-  genlab eval runs/vae-mnist-... --iwae-k 5000 -n 1000 --split val""",
+  genlab eval runs/vae-mnist-...                        # likelihood + sample quality vs the test split
+  genlab eval runs/vae-mnist-... --against mnist:test -n 10000 --seed 0 --metrics samples
+  genlab eval runs/vae-mnist-... --metrics likelihood --iwae-k 5000 -n 1000 --against val
+
+Sample-quality metrics are named with their feature space: fd[lenet-mnist] is the Frechet
+distance in genlab's shipped MNIST LeNet features, not Inception's FID. Each is printed
+beside its floor: the same metric between n real train images and the reference split.""",
     "info": "example:\n  genlab info runs/vae-digits-...",
     "recipes": "example:\n  genlab recipes",
     "datasets": "example:\n  genlab datasets",
@@ -64,12 +69,15 @@ Run `genlab COMMAND --help` for a command's options and examples.""",
     p.add_argument("--class", dest="label", type=int, help="class label (conditional models)")
     p.add_argument("-o", "--output", default="samples.png", help="PNG to write (default samples.png)")
 
-    p = add("eval", "measure a model on its data set (ELBO, IWAE NLL, reconstruction error)")
+    p = add("eval", "measure a model: likelihood bounds and sample quality (FD, KD, precision/recall, ...)")
     p.add_argument("model", help="model directory")
-    p.add_argument("--split", default="test", choices=["train", "val", "test"])
-    p.add_argument("-n", type=int, help="number of examples (default: the whole split)")
-    p.add_argument("--iwae-k", type=int, default=1000, help="importance samples for the IWAE bound (default 1000; 5000 for papers)")
+    p.add_argument("--against", metavar="DATASET[:SPLIT]",
+                   help="reference data, e.g. mnist:test or just val (default: the model's data set, test split)")
+    p.add_argument("-n", type=int, help="examples/samples (default: the whole split for likelihood, up to 10,000 samples)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--iwae-k", type=int, default=1000, help="importance samples for the IWAE bound (default 1000; 5000 for papers)")
+    p.add_argument("--features", help="feature network: lenet-mnist, lenet-digits or inception (default: by image shape)")
+    p.add_argument("--metrics", help="comma-separated groups: likelihood,samples (default: all the model supports)")
 
     p = add("info", "show a model's family, settings, size and metrics")
     p.add_argument("model", help="model directory")
@@ -121,12 +129,24 @@ def _cmd_sample(args) -> None:
 def _cmd_eval(args) -> None:
     from .api import evaluate
 
-    result = evaluate(args.model, split=args.split, iwae_k=args.iwae_k, n=args.n, seed=args.seed)
-    print(f"{'metric':<22}{'value':>12}")
-    for key in ("elbo", "iwae_nll", "iwae_bits_per_dim", "recon_mse"):
-        print(f"{key:<22}{result[key]:>12.4f}")
-    print(f"({result['split']} split of {result['data']}, n={result['n']}, iwae k={result['iwae_k']}, seed={result['seed']}; "
-          f"nats per image; written to {Path(args.model) / 'metrics.json'})")
+    groups = tuple(g.strip() for g in args.metrics.split(",") if g.strip()) if args.metrics else None
+    result = evaluate(args.model, against=args.against, n=args.n, seed=args.seed, iwae_k=args.iwae_k,
+                      features=args.features, metrics=groups)
+    if "likelihood" in result:
+        lik = result["likelihood"]
+        print(f"likelihood on {result['data']} (n={lik['n']}, IWAE k={lik['iwae_k']}, seed {result['seed']}; nats per image)")
+        for key in ("elbo", "iwae_nll", "iwae_bits_per_dim", "recon_mse"):
+            print(f"  {key:<28}{lik[key]:>12.4f}")
+    if "samples" in result:
+        sq = result["samples"]
+        accuracy = f", test accuracy {sq['feature_test_accuracy']:.2%}" if sq["feature_test_accuracy"] else ""
+        print(f"sample quality vs {result['data']} (n={sq['n']}, seed {result['seed']}; features {sq['feature_space']} "
+              f"sha256 {sq['feature_weights_sha256'][:12]}{accuracy})")
+        print(f"  {'metric':<36}{'model':>12}{'floor':>12}")
+        for key, value in sq["metrics"].items():
+            print(f"  {key:<36}{value:>12.4f}{sq['floor'][key]:>12.4f}")
+        print(f"  floor: {sq['floor_definition']}")
+    print(f"written to {Path(args.model) / 'metrics.json'} in {result['seconds']:.1f} s")
 
 
 def _cmd_info(args) -> None:

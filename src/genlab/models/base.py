@@ -7,9 +7,10 @@ gradient averaging, clipping, EMA, checkpoints, logging and divergence checks. T
 is `ManagedOptimizer.step(loss)` (genlab.training.optim), which a family calls instead of
 `loss.backward(); opt.step()`.
 
-Capabilities beyond sampling are small protocols that tasks check with `require`:
-`encode`/`decode` (latent models), `log_likelihood` (a bound or exact value in nats per
-example), `conditional` (sampling takes a class label).
+Capabilities are small protocols that tasks and metrics check with `require`: `sample`
+(unconditional draws; what sample-quality metrics need), `encode`/`decode` (latent
+models), `log_likelihood` (a bound or exact value in nats per example), `conditional`
+(sampling takes a class label).
 """
 
 from __future__ import annotations

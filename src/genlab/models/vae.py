@@ -196,7 +196,7 @@ class VAE(GenerativeModel):
     config_class = VAEConfig
     # Everything a VAE can offer, for listing families; an instance drops "conditional"
     # unless it was trained with labels.
-    capabilities = frozenset({"encode", "decode", "log_likelihood", "conditional"})
+    capabilities = frozenset({"sample", "encode", "decode", "log_likelihood", "conditional"})
 
     def __init__(self, config: VAEConfig):
         super().__init__(config)

@@ -20,6 +20,13 @@ from safetensors.torch import load_file, save_file
 from ..errors import GenlabError
 
 
+def _readable_by_others(tmp: str) -> None:
+    # mkstemp creates 0600 files; artifacts should get the usual permissions (0666 minus umask).
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+
+
 def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -29,6 +36,7 @@ def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metada
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
+        _readable_by_others(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -46,6 +54,7 @@ def atomic_write_text(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        _readable_by_others(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,194 @@
+"""Evaluating a model directory: likelihood bounds and sample quality, each beside a floor.
+
+Likelihood (models with the `log_likelihood` capability): the ELBO, the importance-weighted
+bound IWAE_k (nats per example, and bits per dimension) and the reconstruction error, on
+a split of the model's own data set.
+
+Sample quality (models with the `sample` capability): n samples and n real images go
+through a feature network shipped with genlab (or Inception when the user has it); from
+the features come the Fréchet distance, the kernel distance (KID), precision/recall,
+density/coverage, the classifier ("Inception-style") score and the histogram of predicted
+classes. Every number carries its feature space (`fd[lenet-mnist]`, never a bare "FID",
+which readers take to mean Inception features) and is printed beside its floor: the same
+metric between n real *training* images and the n real images of the reference split, the
+best a model can be expected to do with that n.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ._version import __version__
+from .artifact import load, write_metrics
+from .config import from_dict
+from .data import ImageDataSpec, load_image_data
+from .errors import GenlabError
+from .metrics import image as image_metrics
+from .metrics.features import FeatureExtractor, default_extractor_for, load_feature_extractor
+from .metrics.likelihood import bits_per_dim
+
+SPLITS = ("train", "val", "test")
+METRIC_GROUPS = ("likelihood", "samples")
+SAMPLE_BATCH = 1000
+
+
+def parse_against(spec: str | None, own_data: str) -> tuple[str, str]:
+    """`mnist:test` -> ("mnist", "test"); `test` -> (own data, "test"); None -> (own data, "test")."""
+    if spec is None:
+        return own_data, "test"
+    if spec in SPLITS:
+        return own_data, spec
+    head, _, tail = spec.rpartition(":")
+    if head and tail in SPLITS:
+        return head, tail
+    return spec, "test"
+
+
+@torch.no_grad()
+def likelihood_metrics(model, data, split: str, n: int, seed: int, iwae_k: int, batch_size: int = 100,
+                       progress: bool = True) -> dict[str, float]:
+    """Mean ELBO, IWAE_k NLL (nats and bits/dim) and reconstruction MSE over the first n images."""
+    model.require("log_likelihood", "the likelihood metrics (ELBO, IWAE NLL)")
+    model.require("encode", "the reconstruction error")
+    if iwae_k < 1:
+        raise GenlabError(f"--iwae-k must be >= 1, got {iwae_k}")
+    data_gen = torch.Generator().manual_seed(seed)
+    noise_gen = torch.Generator(model.device).manual_seed(seed + 1)
+    sums = {"elbo": 0.0, "iwae_nll": 0.0, "recon_mse": 0.0}
+    for i in tqdm(range(0, n, batch_size), disable=not progress, unit="batch", desc=f"likelihood ({split})"):
+        idx = torch.arange(i, min(i + batch_size, n))
+        batch = data.batch(split, idx, data_gen)
+        x, y = batch["x"].to(model.device), batch["y"].to(model.device)
+        sums["elbo"] += model.elbo(x, y, generator=noise_gen)["elbo"].sum().item()
+        sums["iwae_nll"] += -model.log_likelihood(x, y, k=iwae_k, generator=noise_gen).sum().item()
+        sums["recon_mse"] += (model.reconstruct(x, y) - x).pow(2).flatten(1).sum(1).sum().item()
+    result = {k: v / n for k, v in sums.items()}
+    result["iwae_bits_per_dim"] = bits_per_dim(result["iwae_nll"], data.split(split).images[0].numel())
+    return result
+
+
+@torch.no_grad()
+def draw_samples(model, n: int, seed: int) -> torch.Tensor:
+    """n samples in [0, 1] on the CPU, drawn in batches from one seeded generator."""
+    model.require("sample", "the sample-quality metrics")
+    generator = torch.Generator(model.device).manual_seed(seed)
+    low, high = tuple(getattr(model.config, "data_range", (0.0, 1.0)))
+    parts = []
+    for start in range(0, n, SAMPLE_BATCH):
+        images = model.sample(min(SAMPLE_BATCH, n - start), generator=generator)
+        parts.append(((images.float() - low) / (high - low)).clamp(0.0, 1.0).cpu())
+    return torch.cat(parts)
+
+
+def sample_quality_metrics(real_features: torch.Tensor, fake_features: torch.Tensor, fake_probabilities: torch.Tensor,
+                           seed: int) -> dict[str, float]:
+    """All feature-space metrics of one (real, generated) pair; names without the feature space."""
+    kid_mean, kid_std = image_metrics.kid(real_features, fake_features, seed=seed)
+    is_mean, is_std = image_metrics.inception_score(fake_probabilities, splits=10)
+    histogram = image_metrics.class_histogram(fake_probabilities.argmax(1), fake_probabilities.shape[1])
+    return {
+        "fd": image_metrics.fid(real_features, fake_features),
+        "kd": kid_mean,
+        "kd_std": kid_std,
+        **image_metrics.precision_recall(real_features, fake_features, k=3),
+        **image_metrics.density_coverage(real_features, fake_features, k=5),
+        "classifier_score": is_mean,
+        "classifier_score_std": is_std,
+        # mode collapse shows as classes far from an even share
+        "class_share_min": float(histogram.min()),
+        "class_share_max": float(histogram.max()),
+    }
+
+
+def real_images(data, split: str, n: int, seed: int) -> torch.Tensor:
+    """n real images of a split in [0, 1] (grey levels, no binarisation), a seeded random subset."""
+    images = data.split(split).images
+    if n > len(images):
+        raise GenlabError(
+            f"n={n} is larger than the {split} split of {data.spec.name} ({len(images)} images)",
+            f"use -n {len(images)} or fewer",
+        )
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]
+    return images[order].float().div_(255.0)
+
+
+def evaluate(model_dir: str | Path, *, against: str | None = None, n: int | None = None, seed: int = 0,
+             iwae_k: int = 1000, features: str | None = None, metrics: tuple[str, ...] | None = None,
+             progress: bool = True) -> dict:
+    """Evaluate a model directory; writes the result into its metrics.json under "eval".
+
+    metrics: which groups to compute ("likelihood", "samples"); None = every group the model
+    supports. Asking for a group the model lacks the capability for is an error.
+    """
+    if n is not None and (not isinstance(n, int) or n <= 0):
+        raise GenlabError(f"-n must be a positive integer, got {n}")
+    model = load(model_dir)
+    config = model.artifact_config
+    data_name, split = parse_against(against, config["data"]["name"])
+    spec_values = dict(config["data"])
+    spec_values["name"] = data_name
+    data = load_image_data(from_dict(ImageDataSpec, spec_values, "data"))
+    if data.num_examples(split) == 0:
+        raise GenlabError(f"the {split} split of {data_name} is empty", "evaluate against another split")
+    wanted = _metric_groups(model, metrics)
+    result: dict = {"data": f"{data_name}:{split}", "seed": seed, "genlab_version": __version__}
+    start = time.perf_counter()
+    if "likelihood" in wanted:
+        if tuple(data.shape) != tuple(model.config.input_shape):
+            raise GenlabError(f"the model takes {tuple(model.config.input_shape)} images but {data_name} has {data.shape}")
+        n_lik = min(n or data.num_examples(split), data.num_examples(split))
+        result["likelihood"] = {**likelihood_metrics(model, data, split, n_lik, seed, iwae_k, progress=progress),
+                                "iwae_k": iwae_k, "n": n_lik}
+    if "samples" in wanted:
+        result["samples"] = _sample_quality(model, data, split, n, seed, features, progress)
+    result["seconds"] = round(time.perf_counter() - start, 2)
+    write_metrics(model_dir, {"eval": result})
+    return result
+
+
+def _metric_groups(model, metrics: tuple[str, ...] | None) -> tuple[str, ...]:
+    needs = {"likelihood": "log_likelihood", "samples": "sample"}
+    if metrics is None:
+        groups = tuple(g for g in METRIC_GROUPS if needs[g] in model.capabilities)
+        if not groups:
+            model.require("sample", "genlab eval")
+        return groups
+    for group in metrics:
+        if group not in needs:
+            raise GenlabError(f"unknown metric group {group!r}", f"use {', '.join(METRIC_GROUPS)}")
+        model.require(needs[group], f"the {group} metrics")
+    return tuple(metrics)
+
+
+def _sample_quality(model, data, split: str, n: int | None, seed: int, features: str | None, progress: bool) -> dict:
+    n = n if n is not None else min(10_000, data.num_examples(split))
+    extractor: FeatureExtractor = load_feature_extractor(features or default_extractor_for(tuple(data.shape)))
+    space = extractor.name
+    timings = {}
+    t = time.perf_counter()
+    fake = draw_samples(model, n, seed)
+    real = real_images(data, split, n, seed)
+    reference = real_images(data, "train", n, seed + 1)  # the floor: real train vs the real reference split
+    timings["sampling_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    real_f, fake_f, ref_f = (extractor.features(x) for x in tqdm([real, fake, reference], disable=not progress, desc="features"))
+    fake_p, ref_p = extractor.probabilities(fake), extractor.probabilities(reference)
+    timings["features_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    values = sample_quality_metrics(real_f, fake_f, fake_p, seed)
+    timings["metrics_s"] = time.perf_counter() - t
+    floor = sample_quality_metrics(real_f, ref_f, ref_p, seed)
+    return {
+        "feature_space": space,
+        "feature_weights_sha256": extractor.weights_sha256,
+        "feature_test_accuracy": extractor.test_accuracy,
+        "n": n,
+        "metrics": {f"{k}[{space}]": v for k, v in values.items()},
+        "floor": {f"{k}[{space}]": v for k, v in floor.items()},
+        "floor_definition": f"the same metrics between {n} real {data.spec.name}:train images and the {n} reference images",
+        "timings_s": {k: round(v, 2) for k, v in timings.items()},
+    }
