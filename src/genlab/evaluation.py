@@ -182,6 +182,7 @@ def _sample_quality(model, data, split: str, n: int | None, seed: int, features:
     values = sample_quality_metrics(real_f, fake_f, fake_p, seed)
     timings["metrics_s"] = time.perf_counter() - t
     floor = sample_quality_metrics(real_f, ref_f, ref_p, seed)
+    histogram = image_metrics.class_histogram(fake_p.argmax(1), fake_p.shape[1])
     return {
         "feature_space": space,
         "feature_weights_sha256": extractor.weights_sha256,
@@ -189,6 +190,7 @@ def _sample_quality(model, data, split: str, n: int | None, seed: int, features:
         "n": n,
         "metrics": {f"{k}[{space}]": v for k, v in values.items()},
         "floor": {f"{k}[{space}]": v for k, v in floor.items()},
+        "class_histogram": [round(float(share), 4) for share in histogram],  # predicted-class shares of the samples
         "floor_definition": f"the same metrics between {n} real {data.spec.name}:train images and the {n} reference images",
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
     }
