@@ -156,8 +156,9 @@ def test_ema_is_the_exponential_average():
     start = model.weight.detach().clone()
     with torch.no_grad():
         model.weight.add_(1.0)
-    ema.update()
+    ema.update(step=1000)  # past the warm-up: the decay is 0.9
     assert torch.allclose(ema.shadow["weight"], 0.9 * start + 0.1 * (start + 1.0))
+    assert ema.decay_at(0) == pytest.approx(0.1) and ema.decay_at(10) == pytest.approx(11 / 20)
     with ema.swapped_in():
         assert torch.allclose(model.weight, ema.shadow["weight"])
     assert torch.allclose(model.weight, start + 1.0)

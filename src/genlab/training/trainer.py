@@ -293,7 +293,7 @@ class Trainer:
                     )
                     raise DivergenceError(f"{e.message} {where}; {kept}", e.hint) from None
                 if self.ema is not None:
-                    self.ema.update()
+                    self.ema.update(self.step)
                 self.step += 1
                 steps_run += 1
                 train_time += time.perf_counter() - t0
