@@ -54,6 +54,7 @@ def main() -> int:
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES))
     parser.add_argument("-n", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("overrides", nargs="*", help="recipe overrides for every recipe, e.g. model.base_channels=32")
     args = parser.parse_args()
 
     extractor = load_feature_extractor("lenet-mnist")
@@ -64,7 +65,7 @@ def main() -> int:
         if out.exists():
             shutil.rmtree(out)
         try:
-            genlab.train(recipe, ["epochs=1000", f"train.time_budget_s={args.budget_min * 60}"], out=out)
+            genlab.train(recipe, ["epochs=1000", f"train.time_budget_s={args.budget_min * 60}", *args.overrides], out=out)
         except genlab.GenlabError as e:  # e.g. a detected collapse: report it as the result
             rows[recipe] = {"error": e.message}
             continue
@@ -83,6 +84,7 @@ def main() -> int:
     record = {
         "benchmark": "gan_mnist",
         "budget_min_per_recipe": args.budget_min,
+        "overrides": args.overrides,
         "n": args.n,
         "seed": args.seed,
         "feature_space": "lenet-mnist",
