@@ -60,6 +60,34 @@ class GenerativeModel(nn.Module):
         """Parameters the Trainer keeps an exponential moving average of (all by default)."""
         return [name for name, _ in self.named_parameters()]
 
+    # Shared by the class-conditional families (config.conditional, config.num_classes).
+    def _labels_for_sampling(self, n: int, condition, generator: torch.Generator | None) -> torch.Tensor | None:
+        if not self.config.conditional:
+            if condition is not None:
+                raise GenlabError(
+                    f"this {self.family} model is unconditional, so it cannot sample a given class",
+                    "train with model.conditional=true to sample by class",
+                )
+            return None
+        num_classes = self.config.num_classes
+        if condition is None:  # no class asked for: draw classes uniformly
+            draw_device = generator.device if generator is not None else self.device
+            return torch.randint(num_classes, (n,), generator=generator, device=draw_device).to(self.device)
+        if isinstance(condition, int) and not isinstance(condition, bool):
+            labels = torch.full((n,), condition, dtype=torch.long, device=self.device)
+        elif isinstance(condition, torch.Tensor) and not condition.is_floating_point() and condition.shape == (n,):
+            labels = condition.to(self.device, torch.long)
+        else:
+            raise GenlabError(
+                f"condition must be a class index or a LongTensor of {n} class indices, got {condition!r}"
+            )
+        out_of_range = labels[(labels < 0) | (labels >= num_classes)]
+        if out_of_range.numel():
+            raise GenlabError(
+                f"class {out_of_range[0].item()} is out of range", f"this model knows classes 0..{num_classes - 1}"
+            )
+        return labels
+
     # -- capabilities -----------------------------------------------------------------
     capabilities: ClassVar[frozenset[str]] = frozenset()
 
