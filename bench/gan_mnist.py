@@ -29,7 +29,6 @@ os.environ.setdefault("GENLAB_DATA_DIR", str(REPO.parent / "shared" / "data"))
 
 import genlab  # noqa: E402
 from genlab.evaluation import evaluate  # noqa: E402
-from genlab.metrics import image as image_metrics  # noqa: E402
 from genlab.metrics.features import load_feature_extractor  # noqa: E402
 
 RECIPES = ("dcgan-mnist", "wgangp-mnist", "sngan-mnist", "cgan-mnist")

@@ -81,7 +81,7 @@ def train(recipe: str | dict, overrides: list[str] | tuple = (), out: str | Path
         resolved = apply_overrides(load_recipe(recipe) if isinstance(recipe, str) else recipe, list(overrides))
         run_dir = Path(out) if out is not None else default_run_dir(resolved.get("name", "run"))
         if (run_dir / "checkpoint.safetensors").exists():
-            raise GenlabError(f"{run_dir} already holds a training run", f"continue it with --resume, or choose another --out")
+            raise GenlabError(f"{run_dir} already holds a training run", "continue it with --resume, or choose another --out")
     is_main = int(os.environ.get("RANK", "0")) == 0
     family_cls = get_family(resolved["family"])
     train_cfg = from_dict(TrainConfig, resolved["train"], "train")
