@@ -101,15 +101,15 @@ def main() -> int:
     results.mkdir(parents=True, exist_ok=True)
     (results / "gan_mnist.json").write_text(json.dumps(record, indent=2) + "\n")
     columns = ["fd", "kd", "precision", "recall", "class_share_min", "class_share_max", "train_images_per_s"]
-    print(f"\n{'':<16}" + "".join(f"{c:>16}" for c in columns) + f"{'cond. acc.':>12}")
+    print(f"\n{'':<16}" + "".join(f"{c:>19}" for c in columns) + f"{'cond. acc.':>12}")
     if floor:
-        print(f"{'floor':<16}" + "".join(f"{floor.get(c, float('nan')):>16.4g}" for c in columns))
+        print(f"{'floor':<16}" + "".join(f"{floor.get(c, float('nan')):>19.4g}" for c in columns))
     for name, row in rows.items():
         if "error" in row:
             print(f"{name:<16}failed: {row['error']}")
             continue
         acc = f"{row['conditional_accuracy']:.2%}" if "conditional_accuracy" in row else ""
-        print(f"{name:<16}" + "".join(f"{row[c]:>16.4g}" for c in columns) + f"{acc:>12}")
+        print(f"{name:<16}" + "".join(f"{row[c]:>19.4g}" for c in columns) + f"{acc:>12}")
     if best:
         print(f"best unconditional: {best}, fd {rows[best]['fd']:.3g} = {record['best_fd_over_floor']:.1f}x the floor (target <= 5x)")
     print(f"written to {results / 'gan_mnist.json'}")

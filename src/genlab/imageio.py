@@ -51,3 +51,32 @@ def save_grid(path: str | Path, images: torch.Tensor, value_range=(0.0, 1.0), nr
 def display_scale(height: int) -> int:
     """Upscaling factor that makes tiles at least ~64 px tall in saved grids."""
     return max(1, 64 // height)
+
+
+def save_bar_chart(path: str | Path, values, labels: list[str], title: str, reference: float | None = None) -> Path:
+    """A small bar chart PNG (Pillow only): one bar per value, a dashed line at `reference`."""
+    from PIL import ImageDraw
+
+    values = [float(v) for v in values]
+    width, height, margin, top = 40 * len(values) + 40, 220, 20, 30
+    top_value = max(max(values), reference or 0.0, 1e-9) * 1.1
+    picture = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(picture)
+    draw.text((margin, 8), title, fill="black")
+    base = height - margin - 12
+    scale = (base - top) / top_value
+    for i, (value, label) in enumerate(zip(values, labels)):
+        left = margin + 40 * i + 6
+        draw.rectangle([left, base - value * scale, left + 28, base], fill=(70, 110, 180))
+        draw.text((left + 10, base + 2), label, fill="black")
+    if reference is not None:
+        y = base - reference * scale
+        for x in range(margin, width - margin, 8):
+            draw.line([x, y, x + 4, y], fill=(200, 60, 60))
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        picture.save(path, format="PNG")
+    except (OSError, ValueError) as e:
+        raise GenlabError(f"cannot write {path}: {e.strerror or e}", "choose an output path in a writable directory") from None
+    return path

@@ -272,6 +272,12 @@ def default_extractor_for(shape: tuple[int, ...]) -> str:
 # ------------------------------------------------------------------------------- loading
 
 
+def classifier_for_dataset(name: str) -> FeatureExtractor | None:
+    """The shipped classifier trained on data set `name`, or None: its classes mean nothing elsewhere."""
+    recipe = RECIPES.get(name)
+    return load_feature_extractor(recipe.name) if recipe is not None else None
+
+
 def load_feature_extractor(name: str, weights_dir: Path | str | None = None) -> FeatureExtractor:
     """A shipped feature network, its weights verified against their card; or 'inception'."""
     if name == INCEPTION:

@@ -22,12 +22,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from ..config import TrainConfig
 from ..errors import GenlabError
-from ..imageio import display_scale, make_grid, save_grid
+from ..imageio import display_scale, make_grid, save_bar_chart, save_grid
 from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import (
     DistInfo,
@@ -41,6 +42,7 @@ from .ema import EMA
 from .optim import DivergenceError, ManagedOptimizer
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
+CLASS_MONITOR_SAMPLES = 1000  # samples classified at each preview to show mode collapse
 
 # Distinct streams so the model's noise, the data's noise and the data order never share a seed.
 _STREAM_MODEL, _STREAM_DATA, _STREAM_ORDER, _STREAM_EVAL = 0, 1, 2, 3
@@ -100,6 +102,7 @@ class Trainer:
         self.step = 0
         self._stop_requested = False
         self._writer = None
+        self._class_monitor = None  # the shipped classifier for the data set, False if none (see _write_class_shares)
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -240,7 +243,54 @@ class Trainer:
             writer = self._writer_or_none()
             if writer is not None:
                 writer.add_image(f"preview/{name}", make_grid(images, value_range, nrow=8), self.step, dataformats="HWC")
+        if "sample" in self.model.capabilities:
+            path = self._write_class_shares(directory, f"_step{self.step:07d}" if tag_step else "")
+            if path is not None:
+                written["class_histogram"] = path
         return written
+
+    @torch.no_grad()
+    def _write_class_shares(self, directory: Path, suffix: str) -> Path | None:
+        """Shares of each class among samples, as the shipped classifier for the data set sees them.
+
+        Mode collapse shows here first: a GAN that draws only a few digits still makes sharp
+        sample grids. Written as a bar chart PNG, TensorBoard scalars and a log line; skipped
+        for data sets without a shipped classifier."""
+        from ..metrics.features import classifier_for_dataset
+        from ..metrics.image import class_histogram
+
+        if self._class_monitor is False:
+            return None
+        if self._class_monitor is None:
+            dataset = getattr(getattr(self.data, "spec", None), "name", None)
+            self._class_monitor = (classifier_for_dataset(dataset) if dataset else None) or False
+            if self._class_monitor is False:
+                return None
+        classifier = self._class_monitor
+        low, high = self.data.value_range
+        self.model.eval()
+        try:
+            with self._ema_weights():
+                generator = torch.Generator(self.device).manual_seed(self.cfg.seed)
+                images = self.model.sample(CLASS_MONITOR_SAMPLES, generator=generator)
+        finally:
+            self.model.train()
+        unit = ((images.float().cpu() - low) / (high - low)).clamp(0.0, 1.0)
+        predicted = classifier.probabilities(unit).argmax(1)
+        shares = class_histogram(predicted, self.data.num_classes or 10)
+        labels = [str(k) for k in range(len(shares))]
+        even = 1.0 / len(shares)
+        path = save_bar_chart(directory / f"class_histogram{suffix}.png", shares, labels,
+                              f"classes of {CLASS_MONITOR_SAMPLES} samples, step {self.step}", reference=even)
+        writer = self._writer_or_none()
+        if writer is not None:
+            writer.add_scalar("samples/class_share_min", float(shares.min()), self.step)
+            writer.add_scalar("samples/class_share_max", float(shares.max()), self.step)
+            writer.add_histogram("samples/predicted_class", predicted, self.step, bins=np.arange(len(shares) + 1) - 0.5)
+        if suffix:  # during training; the final copy into the model directory repeats the last one
+            self.log(f"step {self.step}: class shares of samples {min(shares):.1%}..{max(shares):.1%} "
+                     f"(even: {even:.1%}; far apart means mode collapse)")
+        return path
 
     # ------------------------------------------------------------------ the loop
     def fit(self, resume: bool = False) -> TrainResult:
