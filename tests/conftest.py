@@ -37,3 +37,21 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("models") / "vae-digits-tiny"
     return genlab.train("vae-digits", ["steps=40", *TINY_VAE], out=out)
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    """Run `genlab ARGS` in-process; returns (exit code, stdout, stderr)."""
+    from genlab.cli import main
+
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_clean_error(code: int, err: str, *needles: str) -> None:
+    """Exit code 2, a one-line error (and hint) at the end, no traceback, and each needle in it."""
+    assert code == 2, err
+    assert "error: " in err and err.strip().splitlines()[-1].startswith(("error: ", "hint: "))
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle.lower() in err.lower(), f"{needle!r} not in {err!r}"

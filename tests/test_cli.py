@@ -16,21 +16,7 @@ from safetensors.torch import save_file
 
 from genlab.cli import main
 
-from conftest import SHARED_DATA, TINY_VAE, genlab_cmd, subprocess_env
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def assert_clean_error(code: int, err: str, *needles: str) -> None:
-    assert code == 2, err
-    assert "error: " in err and err.strip().splitlines()[-1].startswith(("error: ", "hint: "))
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle.lower() in err.lower(), f"{needle!r} not in {err!r}"
+from conftest import SHARED_DATA, TINY_VAE, assert_clean_error, genlab_cmd, run_cli, subprocess_env
 
 
 # ----------------------------------------------------------------------------- happy paths

@@ -4,12 +4,15 @@
     run_dir = genlab.train("vae-digits", ["epochs=5"])
     model = genlab.load(run_dir)
     images = genlab.sample(model, 16, seed=0)
+
+    run_dir = genlab.train("gpt-pydoc-bpe", ["steps=300"])
+    texts = genlab.generate(genlab.load(run_dir), "The with statement", max_new_tokens=200, temperature=0.8)
 """
 
 from ._version import __version__
-from .api import evaluate, sample, train
+from .api import evaluate, generate, sample, train
 from .artifact import load
 from .config import list_recipes
 from .errors import GenlabError
 
-__all__ = ["__version__", "load", "train", "sample", "evaluate", "list_recipes", "GenlabError"]
+__all__ = ["__version__", "load", "train", "sample", "generate", "evaluate", "list_recipes", "GenlabError"]

@@ -13,7 +13,8 @@ import torch
 from ._version import __version__
 from .artifact import read_config, save_weights, write_config, write_metrics
 from .config import TrainConfig, apply_overrides, from_dict, load_recipe, to_dict
-from .data import ImageDataSpec, load_image_data
+from .data import ImageDataSpec, TextDataSpec, load_image_data, load_text_data
+from .data.text import load_tokenizer, save_tokenizer
 from .errors import GenlabError, TrainingInterrupted
 from .imageio import display_scale, save_grid
 from .models.base import check_sample_count
@@ -44,13 +45,34 @@ def _check_writable(directory: Path) -> None:
         raise GenlabError(f"cannot write to {directory}: {e.strerror or e}", "choose a writable --out directory") from None
 
 
+# The data section a family's recipe holds, by the family's data_kind.
+DATA_SPECS = {"image": ImageDataSpec, "text": TextDataSpec}
+DATA_DECIDES = {  # how to change a model setting that the data dictates
+    "block_size": "set data.block_size instead (the training windows are the model's context)",
+    "vocab_size": "the tokenizer decides it (data.tokenizer; data.vocab_size for BPE)",
+}
+
+
+def _load_data(spec, resumed_run: Path | None):
+    if isinstance(spec, TextDataSpec):
+        # A resumed run keeps the tokenizer it started with: its weights are tied to those ids.
+        return load_text_data(spec, tokenizer=load_tokenizer(resumed_run) if resumed_run is not None else None)
+    return load_image_data(spec)
+
+
 def _model_config(family_cls, model_values: dict, data) -> object:
-    """The family's config: recipe values plus what the data dictates (shape, classes, range)."""
+    """The family's config: recipe values plus what the data dictates (shape, classes, range, vocabulary)."""
     names = {f.name for f in dataclasses.fields(family_cls.config_class)}
     values = dict(model_values)
     for key, value in data.model_fields().items():
         if key in names:
-            values[key] = list(value) if isinstance(value, tuple) else value
+            value = list(value) if isinstance(value, tuple) else value
+            given = values.get(key)
+            if given is not None and (list(given) if isinstance(given, (list, tuple)) else given) != value:
+                # Overwriting it silently would train a different model than the one asked for.
+                raise GenlabError(f"model.{key}={given} conflicts with the data, which sets it to {value}",
+                                  DATA_DECIDES.get(key, f"remove model.{key}: it follows the data"))
+            values[key] = value
     return from_dict(family_cls.config_class, values, "model")
 
 
@@ -85,13 +107,16 @@ def train(recipe: str | dict, overrides: list[str] | tuple = (), out: str | Path
     is_main = int(os.environ.get("RANK", "0")) == 0
     family_cls = get_family(resolved["family"])
     train_cfg = from_dict(TrainConfig, resolved["train"], "train")
-    data_spec = from_dict(ImageDataSpec, resolved["data"], "data")
+    data_spec = from_dict(DATA_SPECS[family_cls.data_kind], resolved["data"], "data")
     if is_main:  # after the settings are known to be valid: no empty run folders for typos
         _check_writable(run_dir)
-    data = load_image_data(data_spec)
+    data = _load_data(data_spec, run_dir if resume else None)
     model_cfg = _model_config(family_cls, resolved["model"], data)
     torch.manual_seed(train_cfg.seed)  # the initial weights are a function of the seed
     model = family_cls(model_cfg)
+    tokenizer = getattr(data, "tokenizer", None)
+    if tokenizer is not None:
+        model.tokenizer = tokenizer  # for the text previews during training
     config = {
         "family": resolved["family"],
         "recipe": resolved.get("name"),
@@ -103,6 +128,8 @@ def train(recipe: str | dict, overrides: list[str] | tuple = (), out: str | Path
     }
     if is_main:
         write_config(run_dir, config)
+        if tokenizer is not None:
+            save_tokenizer(tokenizer, run_dir)
 
     trainer = Trainer(model, data, train_cfg, run_dir, log=log)
     try:
@@ -113,7 +140,8 @@ def train(recipe: str | dict, overrides: list[str] | tuple = (), out: str | Path
                 f"training stopped at step {result.steps}; {saved} in {run_dir}",
                 f"continue with: genlab train --resume {run_dir}",
             )
-        test_metrics = trainer.evaluate("test")  # every rank evaluates its shard
+        # Every rank evaluates its shard; a text corpus may have no test split (data.test_fraction=0).
+        test_metrics = trainer.evaluate("test") if data.num_examples("test") else {}
         if not trainer.dist.is_main:
             return run_dir
         with trainer._ema_weights():
@@ -129,6 +157,8 @@ def train(recipe: str | dict, overrides: list[str] | tuple = (), out: str | Path
                     "wall_time_s": round(result.wall_time_s, 2),
                     "train_time_s": round(result.train_time_s, 2),
                     "examples_per_s": round(result.examples_per_s, 1),
+                    **({"tokens_per_s": round(result.examples_per_s * data_spec.block_size, 1)}
+                       if isinstance(data_spec, TextDataSpec) else {}),  # a text example is one window
                     "device": str(trainer.device),
                     "world_size": trainer.dist.world_size,
                 },
@@ -146,11 +176,30 @@ def train(recipe: str | dict, overrides: list[str] | tuple = (), out: str | Path
         shutdown(trainer.dist)
 
 
-def sample(model, n: int, *, seed: int = 0, condition=None) -> torch.Tensor:
-    """n samples in the data's value range, reproducible from the seed."""
+def sample(model, n: int, *, seed: int = 0, condition=None) -> torch.Tensor | list[str]:
+    """n samples, reproducible from the seed: images in the data's value range, or texts
+    (for a text model, `condition` is an optional prompt; see `generate` for decoding controls)."""
     check_sample_count(n)
     generator = torch.Generator(model.device).manual_seed(seed)
     return model.sample(n, condition=condition, generator=generator)
+
+
+def generate(model, prompt: str = "", **options) -> list[str]:
+    """Continuations of `prompt` from a text model (the prompt itself is not included).
+
+    options are genlab.sampling.GenerationConfig fields: max_new_tokens=200, temperature=1.0
+    (0 = greedy), top_k, top_p, repetition_penalty=1.0, num_return_sequences=1, num_beams=1
+    (beam search), stop (a string or strings the text ends before), seed=0, use_cache=True.
+
+        texts = genlab.generate(model, "ROMEO:", max_new_tokens=300, temperature=0.8, top_p=0.95)
+    """
+    from .sampling import GenerationConfig
+    from .sampling import generate as generate_text
+
+    model.require("generate", "prompted text generation")
+    if isinstance(options.get("stop"), str):
+        options["stop"] = [options["stop"]]
+    return generate_text(model, prompt, from_dict(GenerationConfig, options, "generation"))
 
 
 def save_samples(model, images: torch.Tensor, path: str | Path) -> Path:

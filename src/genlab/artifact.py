@@ -1,4 +1,5 @@
-"""A model is a directory: config.json + model.safetensors (+ metrics.json, samples.png).
+"""A model is a directory: config.json + model.safetensors (+ tokenizer.json for text models,
+metrics.json, samples.png or samples.txt).
 
 config.json holds everything needed to rebuild the model (family, model hyper-parameters,
 data spec, training settings, genlab version); model.safetensors holds the weights. Loading
@@ -102,6 +103,16 @@ def load(path: str | Path, device: str | torch.device = "cpu"):
         )
     model.load_state_dict(state)
     model.eval()
+    if model.data_kind == "text":
+        from .data.text import load_tokenizer
+
+        model.tokenizer = load_tokenizer(directory)
+        if model.tokenizer.vocab_size != config["model"].get("vocab_size"):
+            raise GenlabError(
+                f"{directory}/tokenizer.json has {model.tokenizer.vocab_size} tokens but the model has "
+                f"{config['model'].get('vocab_size')}",
+                "the tokenizer belongs to a different model; copy the directory as a whole",
+            )
     model.artifact_config = config
     model.artifact_dir = directory
     return model.to(device)

@@ -16,18 +16,41 @@ EXAMPLES = {
   genlab train vae-mnist epochs=5 model.latent_dim=32  # dotted keys set nested settings
   genlab train vae-digits steps=200 --out runs/mine    # steps= instead of epochs=
   genlab train --resume runs/mine epochs=50            # continue a run (after Ctrl-C or a crash)
-  torchrun --nproc_per_node 2 -m genlab train vae-mnist  # data-parallel on 2 processes""",
+  torchrun --nproc_per_node 2 -m genlab train vae-mnist  # data-parallel on 2 processes
+  genlab train gpt-shakespeare-char --out runs/gpt     # a character-level GPT on Tiny Shakespeare
+  genlab train gpt-pydoc-bpe data.vocab_size=2048      # a BPE GPT on Python's help texts (no network)
+  genlab train gpt-shakespeare-char data.name=file:my_notes.txt  # ... on your own text
+  genlab train lstm-shakespeare-char data.name=folder:my_texts/ data.tokenizer=byte""",
     "sample": """examples:
   genlab sample runs/vae-digits-... -n 64 --seed 0 -o grid.png
-  genlab sample runs/cvae-mnist-... -n 10 --class 3 -o threes.png""",
+  genlab sample runs/cvae-mnist-... -n 10 --class 3 -o threes.png
+  genlab sample runs/gpt-shakespeare-char-... -n 4             # text models: printed (or -o texts.txt)
+
+For text models, `genlab generate` has the prompt and the decoding controls.""",
+    "generate": """examples:
+  genlab generate runs/gpt-shakespeare-char-... --prompt "ROMEO:" --max-new-tokens 300 --temperature 0.8 --top-p 0.95
+  genlab generate runs/gpt-pydoc-bpe-... --prompt "The with statement" --temperature 0   # greedy
+  genlab generate MODEL --prompt "To be" -n 3 --top-k 40 --seed 1       # three samples
+  genlab generate MODEL --prompt "KING" --num-beams 4 --max-new-tokens 40 # beam search
+  genlab generate MODEL --prompt "ROMEO:" --stop "\\n\\n" --repetition-penalty 1.2
+
+Output is the prompt followed by the continuation, streamed as it is generated (one
+sequence) or printed when done (several, or beam search). Temperature 0 is greedy.
+A prompt longer than the model's context window is not an error: generation reads only
+its last 3/4 window of tokens, and a warning says so.""",
     "eval": """examples:
   genlab eval runs/vae-mnist-...                        # likelihood + sample quality vs the test split
   genlab eval runs/vae-mnist-... --against mnist:test -n 10000 --seed 0 --metrics samples
   genlab eval runs/vae-mnist-... --metrics likelihood --iwae-k 5000 -n 1000 --against val
 
+  genlab eval runs/gpt-shakespeare-char-...            # text: val and test perplexity, bits/char, diversity
+  genlab eval runs/gpt-shakespeare-char-... -n 50 --max-new-tokens 300 --against val
+
 Sample-quality metrics are named with their feature space: fd[lenet-mnist] is the Frechet
 distance in genlab's shipped MNIST LeNet features, not Inception's FID. Each is printed
-beside its floor: the same metric between n real train images and the reference split.""",
+beside its floor: the same metric between n real train images and the reference split.
+For text models: perplexity and bits per character of the held-out text, and distinct-n and
+self-BLEU of n samples (temperature 1) beside the same metrics of n real snippets.""",
     "info": "example:\n  genlab info runs/vae-digits-...",
     "recipes": "example:\n  genlab recipes",
     "datasets": "example:\n  genlab datasets",
@@ -42,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
   genlab train vae-digits                    # quick start: train a VAE on the embedded 8x8 digits
   genlab sample runs/vae-digits-... -n 64 -o grid.png
   genlab eval runs/vae-digits-...
+  genlab train gpt-shakespeare-char          # a character-level GPT on Tiny Shakespeare
+  genlab generate runs/gpt-shakespeare-char-... --prompt "ROMEO:" --temperature 0.8
   genlab recipes | genlab datasets
 
 Run `genlab COMMAND --help` for a command's options and examples.""",
@@ -62,12 +87,27 @@ Run `genlab COMMAND --help` for a command's options and examples.""",
     p.add_argument("--out", "-o", help="run/model directory (default: runs/RECIPE-TIMESTAMP)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
 
-    p = add("sample", "draw samples from a trained model into an image grid")
+    p = add("sample", "draw samples from a trained model into an image grid (or texts, for a text model)")
     p.add_argument("model", help="model directory")
-    p.add_argument("-n", type=int, default=64, help="number of samples (default 64)")
+    p.add_argument("-n", type=int, help="number of samples (default 64 images, 4 texts)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--class", dest="label", type=int, help="class label (conditional models)")
-    p.add_argument("-o", "--output", default="samples.png", help="PNG to write (default samples.png)")
+    p.add_argument("-o", "--output", help="PNG to write (default samples.png); for text models a .txt (default: print)")
+
+    p = add("generate", "continue a prompt with a text model, streaming the text as it is generated")
+    p.add_argument("model", help="model directory of a text model (gpt, lstm)")
+    p.add_argument("--prompt", "-p", default="", help="text to continue (default: start of a new line)")
+    p.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate (default 200)")
+    p.add_argument("--temperature", "-t", type=float, default=1.0, help="0 = greedy; below 1 safer, above 1 wilder (default 1)")
+    p.add_argument("--top-k", type=int, help="sample from the k most likely tokens only")
+    p.add_argument("--top-p", type=float, help="sample from the smallest set of tokens holding this probability, in (0, 1]")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, help="> 1 discourages tokens already in the text (default 1: off)")
+    p.add_argument("--stop", action="append", default=[], metavar="TEXT",
+                   help="end the text before this string (repeatable; \\n is a newline)")
+    p.add_argument("-n", "--num-return-sequences", type=int, default=1, help="number of texts (default 1)")
+    p.add_argument("--num-beams", type=int, default=1, help="> 1: beam search, deterministic (default 1: sampling)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-cache", action="store_true", help="re-read the whole context every step (same text, slower)")
 
     p = add("eval", "measure a model: likelihood bounds and sample quality (FD, KD, precision/recall, ...)")
     p.add_argument("model", help="model directory")
@@ -78,12 +118,16 @@ Run `genlab COMMAND --help` for a command's options and examples.""",
     p.add_argument("--iwae-k", type=int, default=1000, help="importance samples for the IWAE bound (default 1000; 5000 for papers)")
     p.add_argument("--features", help="feature network: lenet-mnist, lenet-digits or inception (default: by image shape)")
     p.add_argument("--metrics", help="comma-separated groups: likelihood,samples (default: all the model supports)")
+    p.add_argument("--max-new-tokens", type=int, default=200, help="text models: tokens per sample (default 200)")
 
     p = add("info", "show a model's family, settings, size and metrics")
     p.add_argument("model", help="model directory")
 
     add("recipes", "list the training recipes")
     add("datasets", "list the data sets and whether they are available offline")
+    from .tasks.cli import add_apply_command  # `genlab apply TASK ...`: the image applications
+
+    add_apply_command(sub)
     return parser
 
 
@@ -107,10 +151,14 @@ def _cmd_train(args) -> None:
         metrics = json.loads(metrics_path.read_text())
         test = "  ".join(f"{k} {v:.4g}" for k, v in metrics.get("test", {}).items())
         print(f"test metrics: {test}")
-        for name in ("samples.png", "reconstructions.png", "metrics.json"):
+        for name in ("samples.png", "reconstructions.png", "samples.txt", "metrics.json"):
             if (Path(run_dir) / name).is_file():
                 print(f"  {Path(run_dir) / name}")
-        print(f"next: genlab sample {run_dir} -n 64 -o grid.png   |   tensorboard --logdir {run_dir}/tensorboard")
+        if (Path(run_dir) / "tokenizer.json").is_file():
+            print(f'next: genlab generate {run_dir} --prompt "..." --max-new-tokens 300 --temperature 0.8   |   '
+                  f"genlab eval {run_dir}")
+        else:
+            print(f"next: genlab sample {run_dir} -n 64 -o grid.png   |   tensorboard --logdir {run_dir}/tensorboard")
     return 0
 
 
@@ -119,11 +167,69 @@ def _cmd_sample(args) -> None:
     from .artifact import load
     from .models.base import check_sample_count
 
-    check_sample_count(args.n)  # before loading, so a bad -n fails fast
+    if args.n is not None:
+        check_sample_count(args.n)  # before loading, so a bad -n fails fast
     model = load(args.model)
-    images = sample(model, args.n, seed=args.seed, condition=args.label)
-    path = save_samples(model, images, args.output)
-    print(f"wrote {args.n} samples to {path}")
+    if model.data_kind == "text":
+        return _sample_texts(model, args)
+    n = args.n or 64
+    images = sample(model, n, seed=args.seed, condition=args.label)
+    path = save_samples(model, images, args.output or "samples.png")
+    print(f"wrote {n} samples to {path}")
+
+
+def _sample_texts(model, args) -> None:
+    from .api import sample
+    from .training.checkpoint import atomic_write_text
+
+    if args.label is not None:
+        raise GenlabError("a text model has no classes", f'continue a prompt instead: genlab generate {args.model} --prompt "..."')
+    if args.output is not None and not args.output.endswith(".txt"):
+        raise GenlabError(f"{args.model} is a text model: it writes texts, not {args.output}",
+                          "use -o samples.txt, or leave -o out to print them")
+    n = args.n or 4
+    texts = sample(model, n, seed=args.seed)
+    report = "".join(f"--- sample {i + 1} (seed {args.seed}, temperature 1) ---\n{text}\n\n" for i, text in enumerate(texts))
+    if args.output is None:
+        print(report, end="")
+        print(f'for a prompt and decoding controls: genlab generate {args.model} --prompt "..." --temperature 0.8',
+              file=sys.stderr)
+    else:
+        try:
+            atomic_write_text(Path(args.output), report)
+        except OSError as e:
+            raise GenlabError(f"cannot write {args.output}: {e.strerror or e}", "choose a writable output path") from None
+        print(f"wrote {n} samples to {args.output}")
+
+
+def _unescape(text: str) -> str:
+    # Shells pass "\n" as a backslash and an n; a stop string almost always means a newline.
+    return text.replace("\\n", "\n").replace("\\t", "\t")
+
+
+def _cmd_generate(args) -> None:
+    from .artifact import load
+    from .sampling import GenerationConfig, generate, stream
+
+    config = GenerationConfig(  # validated before loading, so a bad setting fails fast
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+        repetition_penalty=args.repetition_penalty, num_return_sequences=args.num_return_sequences,
+        num_beams=args.num_beams, stop=tuple(_unescape(s) for s in args.stop), seed=args.seed,
+        use_cache=not args.no_cache,
+    )
+    model = load(args.model)
+    model.require("generate", "genlab generate")
+    if config.num_return_sequences == 1 and config.num_beams == 1:
+        pieces = stream(model, args.prompt, config)
+        first = next(pieces, "")  # encodes the prompt: a bad one fails before anything is printed
+        print(args.prompt + first, end="", flush=True)
+        for piece in pieces:
+            print(piece, end="", flush=True)
+        print()
+        return
+    for i, text in enumerate(generate(model, args.prompt, config)):
+        label = f"beam {i + 1}" if config.num_beams > 1 else f"sample {i + 1}"
+        print(f"--- {label} ---\n{args.prompt}{text}\n")
 
 
 def _cmd_eval(args) -> None:
@@ -131,7 +237,9 @@ def _cmd_eval(args) -> None:
 
     groups = tuple(g.strip() for g in args.metrics.split(",") if g.strip()) if args.metrics else None
     result = evaluate(args.model, against=args.against, n=args.n, seed=args.seed, iwae_k=args.iwae_k,
-                      features=args.features, metrics=groups)
+                      features=args.features, metrics=groups, max_new_tokens=args.max_new_tokens)
+    if result.get("kind") == "text":
+        return _print_text_eval(args.model, result)
     if "likelihood" in result:
         lik = result["likelihood"]
         print(f"likelihood on {result['data']} (n={lik['n']}, IWAE k={lik['iwae_k']}, seed {result['seed']}; nats per image)")
@@ -149,6 +257,25 @@ def _cmd_eval(args) -> None:
     print(f"written to {Path(args.model) / 'metrics.json'} in {result['seconds']:.1f} s")
 
 
+def _print_text_eval(model_dir, result: dict) -> None:
+    if "likelihood" in result:
+        print(f"held-out text of {result['data']} (every token scored once, in windows of the model's context)")
+        print(f"  {'split':<8}{'tokens':>10}{'nats/token':>12}{'perplexity':>12}{'bits/char':>11}")
+        for split, row in result["likelihood"].items():
+            print(f"  {split:<8}{row['tokens']:>10,}{row['loss']:>12.4f}{row['perplexity']:>12.3f}{row['bits_per_char']:>11.4f}")
+    if "samples" in result:
+        samples = result["samples"]
+        print(f"diversity of {samples['n']} samples ({samples['max_new_tokens']} new tokens each, temperature 1, "
+              f"seed {result['seed']}) beside {samples['n']} real snippets of the same length")
+        print(f"  {'metric':<14}{'samples':>10}{'real text':>11}")
+        for key, value in samples["metrics"].items():
+            reference = samples["reference"][key]
+            shown = [f"{v:>10.4f}" if v is not None else f"{'n/a':>10}" for v in (value, reference)]
+            print(f"  {key:<14}{shown[0]}{' ' + shown[1]}")
+        print("  distinct-n: unique n-grams / all n-grams (higher = more varied); self-BLEU: 0-100 (higher = more alike)")
+    print(f"written to {Path(model_dir) / 'metrics.json'} in {result['seconds']:.1f} s")
+
+
 def _cmd_info(args) -> None:
     from .artifact import load, read_config
 
@@ -158,6 +285,9 @@ def _cmd_info(args) -> None:
     print(f"model      {args.model}")
     print(f"family     {config['family']}   recipe {config.get('recipe')}   genlab {config.get('genlab_version')}")
     print(f"parameters {n_params:,}")
+    if getattr(model, "tokenizer", None) is not None:
+        print(f"tokenizer  {model.tokenizer.kind}, {model.tokenizer.vocab_size:,} tokens; context "
+              f"{model.context_window or 'unlimited'} tokens")
     print(f"data       {json.dumps(config['data'])}")
     print(f"model      {json.dumps(config['model'])}")
     print(f"train      {json.dumps(config['train'])}")
@@ -170,22 +300,33 @@ def _cmd_recipes(args) -> None:
     from .config import list_recipes
 
     for name, description in list_recipes().items():
-        print(f"{name:<16} {description}")
+        print(f"{name:<22} {description}")
 
 
 def _cmd_datasets(args) -> None:
     from .data import data_root
     from .data.images import DATASETS, dataset_status
+    from .data.text import TEXT_DATASETS, text_dataset_status
 
     root = data_root()
     print(f"data directory: {root}  (set GENLAB_DATA_DIR to change)")
+    print("images (vae, gan):")
     for name, description in DATASETS.items():
         status = dataset_status(name, root)
-        print(f"{name:<14} {status:<9} {description}")
+        print(f"  {name:<16} {status:<9} {description}")
+    print("text (gpt, lstm; data.tokenizer=char|byte|bpe):")
+    for name, description in TEXT_DATASETS.items():
+        print(f"  {name:<16} {text_dataset_status(name, root):<9} {description}")
 
 
-COMMANDS = {"train": _cmd_train, "sample": _cmd_sample, "eval": _cmd_eval, "info": _cmd_info,
-            "recipes": _cmd_recipes, "datasets": _cmd_datasets}
+def _cmd_apply(args) -> int:
+    from .tasks.cli import run_apply
+
+    return run_apply(args)
+
+
+COMMANDS = {"train": _cmd_train, "sample": _cmd_sample, "generate": _cmd_generate, "eval": _cmd_eval,
+            "info": _cmd_info, "recipes": _cmd_recipes, "datasets": _cmd_datasets, "apply": _cmd_apply}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,9 @@ import yaml
 from .errors import GenlabError
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
 @dataclass
 class TrainConfig:
     """How the Trainer runs; independent of the model family."""
@@ -37,6 +40,9 @@ class TrainConfig:
     time_budget_s: float | None = None  # stop (and export the model) once training has run this long
     batch_size: int = 128
     lr: float = 1e-3
+    lr_schedule: str = "constant"  # constant | cosine (from lr down to min_lr_ratio * lr at the last step)
+    warmup_steps: int = 0  # the learning rate rises linearly from 0 over the first steps
+    min_lr_ratio: float = 0.1  # cosine: the final learning rate as a fraction of lr
     weight_decay: float = 0.0
     grad_clip: float | None = None  # max global grad norm; None disables clipping
     ema_decay: float | None = None  # e.g. 0.999; the artifact then holds the EMA weights
@@ -63,6 +69,10 @@ class TrainConfig:
             check(getattr(self, name) >= 1, f"train.{name} must be at least 1, got {getattr(self, name)}")
         check(self.lr > 0, f"train.lr must be positive, got {self.lr}", "a typical value is 1e-3")
         check(self.weight_decay >= 0, f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        check(self.lr_schedule in LR_SCHEDULES, f"unknown train.lr_schedule {self.lr_schedule!r}",
+              f"use one of {', '.join(LR_SCHEDULES)}")
+        check(self.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
+        check(0.0 <= self.min_lr_ratio <= 1.0, f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         check(self.grad_clip is None or self.grad_clip > 0, f"train.grad_clip must be positive (or unset), got {self.grad_clip}")
         check(self.time_budget_s is None or self.time_budget_s > 0, f"train.time_budget_s must be positive, got {self.time_budget_s}")
         check(self.seed >= 0, f"train.seed must be >= 0, got {self.seed}")

@@ -12,6 +12,12 @@ classes. Every number carries its feature space (`fd[lenet-mnist]`, never a bare
 which readers take to mean Inception features) and is printed beside its floor: the same
 metric between n real *training* images and the n real images of the reference split, the
 best a model can be expected to do with that n.
+
+Text models (gpt, lstm): the negative log-likelihood of the held-out text (val and test, every
+token scored once, in consecutive windows of the model's context), as nats per token,
+perplexity and bits per character; and the diversity of n samples drawn at temperature 1
+(distinct-1/2/3, self-BLEU), each beside the same metric of n real snippets of the held-out
+text with as many tokens, which is what "as varied as the real text" looks like.
 """
 
 from __future__ import annotations
@@ -25,11 +31,12 @@ from tqdm import tqdm
 from ._version import __version__
 from .artifact import load, write_metrics
 from .config import from_dict
-from .data import ImageDataSpec, load_image_data
+from .data import ImageDataSpec, TextDataSpec, load_image_data, load_text_data
 from .errors import GenlabError
 from .metrics import image as image_metrics
 from .metrics.features import FeatureExtractor, default_extractor_for, load_feature_extractor
 from .metrics.likelihood import bits_per_dim
+from .metrics.text import bits_per_char, distinct_n, perplexity, self_bleu
 
 SPLITS = ("train", "val", "test")
 METRIC_GROUPS = ("likelihood", "samples")
@@ -118,15 +125,19 @@ def real_images(data, split: str, n: int, seed: int) -> torch.Tensor:
 
 def evaluate(model_dir: str | Path, *, against: str | None = None, n: int | None = None, seed: int = 0,
              iwae_k: int = 1000, features: str | None = None, metrics: tuple[str, ...] | None = None,
-             progress: bool = True) -> dict:
+             max_new_tokens: int = 200, progress: bool = True) -> dict:
     """Evaluate a model directory; writes the result into its metrics.json under "eval".
 
     metrics: which groups to compute ("likelihood", "samples"); None = every group the model
-    supports. Asking for a group the model lacks the capability for is an error.
+    supports. Asking for a group the model lacks the capability for is an error. Text
+    models: n is the number of samples (default 20) of max_new_tokens each.
     """
     if n is not None and (not isinstance(n, int) or n <= 0):
         raise GenlabError(f"-n must be a positive integer, got {n}")
     model = load(model_dir)
+    if model.data_kind == "text":
+        return evaluate_text(model, model_dir, against=against, n=n, seed=seed, features=features, metrics=metrics,
+                             max_new_tokens=max_new_tokens, progress=progress)
     config = model.artifact_config
     data_name, split = parse_against(against, config["data"]["name"])
     spec_values = dict(config["data"])
@@ -194,3 +205,84 @@ def _sample_quality(model, data, split: str, n: int | None, seed: int, features:
         "floor_definition": f"the same metrics between {n} real {data.spec.name}:train images and the {n} reference images",
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
     }
+
+
+# ----------------------------------------------------------------------------- text models
+
+TEXT_SAMPLES = 20  # default number of samples for the diversity metrics
+
+
+@torch.no_grad()
+def text_likelihood(model, data, split: str, batch_size: int = 32, progress: bool = True) -> dict:
+    """Every token of a split scored once: consecutive windows of the model's context, each
+    token predicted from the tokens before it in its window."""
+    n_windows = data.num_examples(split)
+    total_nats, tokens = 0.0, 0
+    for start in tqdm(range(0, n_windows, batch_size), disable=not progress, unit="batch", desc=f"likelihood ({split})"):
+        batch = data.batch(split, torch.arange(start, min(start + batch_size, n_windows)))
+        log_p = model.token_log_likelihoods(batch["x"].to(model.device))
+        total_nats -= log_p.double().sum().item()
+        tokens += log_p.numel()
+    loss = total_nats / tokens
+    characters = tokens / data.split(split).tokens_per_char
+    return {"tokens": tokens, "loss": loss, "perplexity": perplexity(loss),
+            "bits_per_char": bits_per_char(total_nats, characters)}
+
+
+def text_diversity(texts: list[str], seed: int = 0) -> dict[str, float | None]:
+    """distinct-1/2/3 and self-BLEU; None where a metric is undefined (e.g. texts without words)."""
+    metrics = {f"distinct-{k}": (lambda k=k: distinct_n(texts, k)) for k in (1, 2, 3)}
+    metrics["self-bleu"] = lambda: self_bleu(texts, seed=seed)
+    values: dict[str, float | None] = {}
+    for name, compute in metrics.items():
+        try:
+            values[name] = compute()
+        except GenlabError:  # e.g. no text with n words
+            values[name] = None
+    return values
+
+
+def real_snippets(data, split: str, n: int, tokens: int, seed: int) -> list[str]:
+    """n stretches of a split's text, `tokens` tokens each, at seeded random places."""
+    stream = data.split(split).tokens
+    tokens = min(tokens, len(stream))
+    starts = torch.randint(len(stream) - tokens + 1, (n,), generator=torch.Generator().manual_seed(seed))
+    return [data.tokenizer.decode(stream[s : s + tokens]) for s in starts.tolist()]
+
+
+def evaluate_text(model, model_dir: str | Path, *, against: str | None, n: int | None, seed: int,
+                  features: str | None, metrics: tuple[str, ...] | None, max_new_tokens: int,
+                  progress: bool = True) -> dict:
+    if features is not None:
+        raise GenlabError("--features applies to image models; text models have no feature network")
+    if max_new_tokens < 1:
+        raise GenlabError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
+    config = model.artifact_config
+    data_name, split = parse_against(against, config["data"]["name"])
+    splits = (split,) if against is not None else ("val", "test")  # by default both held-out parts
+    spec_values = {**config["data"], "name": data_name}
+    data = load_text_data(from_dict(TextDataSpec, spec_values, "data"), tokenizer=model.tokenizer)
+    splits = tuple(s for s in splits if data.num_examples(s) > 0)
+    if not splits:
+        raise GenlabError(f"the {split} split of {data_name} is empty", "evaluate against another split")
+    wanted = _metric_groups(model, metrics)
+    result: dict = {"kind": "text", "data": f"{data_name}:{'+'.join(splits)}", "seed": seed,
+                    "genlab_version": __version__}
+    start = time.perf_counter()
+    if "likelihood" in wanted:
+        result["likelihood"] = {s: text_likelihood(model, data, s, progress=progress) for s in splits}
+    if "samples" in wanted:
+        n_samples = n or TEXT_SAMPLES
+        generator = torch.Generator(model.device).manual_seed(seed)
+        texts = model.sample(n_samples, generator=generator, max_new_tokens=max_new_tokens)
+        result["samples"] = {
+            "n": n_samples,
+            "max_new_tokens": max_new_tokens,
+            "metrics": text_diversity(texts, seed),
+            "reference": text_diversity(real_snippets(data, splits[0], n_samples, max_new_tokens, seed), seed),
+            "reference_definition": f"{n_samples} real snippets of {max_new_tokens} tokens from {data_name}:{splits[0]}",
+            "examples": texts[:3],
+        }
+    result["seconds"] = round(time.perf_counter() - start, 2)
+    write_metrics(model_dir, {"eval": result})
+    return result

@@ -1,4 +1,4 @@
-"""Data: image data sets as in-memory uint8 tensors, batched by index.
+"""Data: image data sets as in-memory uint8 tensors, batched by index (text: see data/text.py).
 
 A data set lives in memory as one uint8 tensor [N, C, H, W] plus int64 labels. A batch is
 made by indexing that tensor with a LongTensor of positions and converting once, so no
@@ -18,8 +18,10 @@ import torch
 from ..errors import GenlabError
 from .download import data_root
 from .images import DATASETS, load_raw
+from .text import TEXT_DATASETS, TextData, TextDataSpec, load_text_data
 
-__all__ = ["ImageDataSpec", "ImageSplit", "ImageData", "load_image_data", "DATASETS", "data_root"]
+__all__ = ["ImageDataSpec", "ImageSplit", "ImageData", "load_image_data", "DATASETS", "data_root",
+           "TextDataSpec", "TextData", "load_text_data", "TEXT_DATASETS"]
 
 SCALES = ("unit", "symmetric")
 BINARIZE = ("none", "dynamic", "threshold")
@@ -35,6 +37,7 @@ class ImageDataSpec:
     image_size: int | None = None  # folder: resize to this square size (None: size of the first image)
     channels: int | None = None  # folder: 1 (grayscale) or 3 (RGB); None: from the first image
     split_seed: int = 0  # the permutation that carves val (and test) out; part of the data's identity
+    only_classes: tuple[int, ...] | None = None  # keep only these class indices in every split (one-class training)
 
     def __post_init__(self):
         if self.scale not in SCALES:
@@ -109,6 +112,14 @@ class ImageData:
         return {"x": self.to_float(part.images[indices], generator), "y": part.labels[indices]}
 
 
+def _check_only_classes(spec: ImageDataSpec, classes: list[str]) -> np.ndarray:
+    keep = np.asarray(spec.only_classes, dtype=np.int64)
+    if len(keep) == 0 or keep.min() < 0 or keep.max() >= len(classes):
+        raise GenlabError(f"data.only_classes={list(spec.only_classes)} must name classes of {spec.name}",
+                          f"use class indices 0..{len(classes) - 1}")
+    return keep
+
+
 def load_image_data(spec: ImageDataSpec | dict | str) -> ImageData:
     """Load a data set into memory and carve out its splits (deterministic in spec.split_seed)."""
     if isinstance(spec, str):
@@ -134,7 +145,14 @@ def load_image_data(spec: ImageDataSpec | dict | str) -> ImageData:
     if len(train_idx) == 0:
         raise GenlabError(f"data set {spec.name!r} has too few images ({len(raw.train_images)}) to train on")
 
+    # only_classes filters the finished splits, so each is the full data's split restricted to
+    # those classes: a one-class model's test images are held out from the full data's training too.
+    keep = None if spec.only_classes is None else _check_only_classes(spec, list(raw.classes))
+
     def make(x, y):
+        if keep is not None:
+            chosen = np.isin(y, keep)
+            x, y = x[chosen], y[chosen]
         return ImageSplit(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.asarray(y, dtype=np.int64)))
 
     return ImageData(

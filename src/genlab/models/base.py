@@ -10,7 +10,7 @@ is `ManagedOptimizer.step(loss)` (genlab.training.optim), which a family calls i
 Capabilities are small protocols that tasks and metrics check with `require`: `sample`
 (unconditional draws; what sample-quality metrics need), `encode`/`decode` (latent
 models), `log_likelihood` (a bound or exact value in nats per example), `conditional`
-(sampling takes a class label).
+(sampling takes a class label), `generate` (continues a prompt; the autoregressive families).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from ..errors import GenlabError
 class GenerativeModel(nn.Module):
     family: ClassVar[str]  # set by @register_family
     config_class: ClassVar[type]  # the family's dataclass config
+    data_kind: ClassVar[str] = "image"  # which data a recipe's data section describes: image | text
 
     def __init__(self, config: Any):
         super().__init__()
@@ -44,6 +45,11 @@ class GenerativeModel(nn.Module):
     def validation_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         """Scalars for one validation batch (means over the batch); the Trainer averages them."""
         return {}
+
+    def summarize_validation(self, means: dict[str, float]) -> dict[str, float]:
+        """The validation metrics from the averaged scalars; add those that are not means
+        (e.g. a perplexity is exp of the mean loss)."""
+        return means
 
     # -- generation -------------------------------------------------------------------
     @torch.no_grad()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import signal
 import sys
 import time
@@ -29,7 +30,7 @@ from tqdm import tqdm
 from ..config import TrainConfig
 from ..errors import GenlabError
 from ..imageio import display_scale, make_grid, save_bar_chart, save_grid
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from .distributed import (
     DistInfo,
     all_reduce_sum_,
@@ -81,6 +82,9 @@ class Trainer:
             name: ManagedOptimizer(name, opt, grad_clip=cfg.grad_clip, dist_info=self.dist)
             for name, opt in model.configure_optimizers(cfg).items()
         }
+        for managed in self.optimizers.values():
+            for group in managed.optimizer.param_groups:  # the schedule scales each group's own lr
+                group.setdefault("initial_lr", group["lr"])
         self.ema = EMA(model, model.ema_parameter_names(), cfg.ema_decay) if cfg.ema_decay else None
         n_train = data.num_examples("train")
         self.steps_per_epoch = (n_train // self.dist.world_size) // cfg.batch_size
@@ -121,6 +125,29 @@ class Trainer:
         shard = perm[self.dist.rank :: self.dist.world_size]
         b = self.cfg.batch_size
         return shard[i * b : (i + 1) * b]
+
+    def learning_rate_factor(self, step: int) -> float:
+        """The schedule at `step`, as a fraction of each optimizer group's base learning rate.
+
+        A function of the step alone, so a resumed run continues the same schedule. Cosine
+        decays over the run's total steps: extending a run (steps= on resume) stretches
+        what is left of it.
+        """
+        cfg = self.cfg
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.lr_schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, self.total_steps - cfg.warmup_steps))
+        return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def _set_learning_rates(self, step: int) -> None:
+        if self.cfg.lr_schedule == "constant" and self.cfg.warmup_steps == 0:
+            return  # leave the optimizers exactly as the family configured them
+        factor = self.learning_rate_factor(step)
+        for managed in self.optimizers.values():
+            for group in managed.optimizer.param_groups:
+                group["lr"] = group["initial_lr"] * factor
 
     def _to_device(self, batch: dict) -> dict:
         return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
@@ -217,11 +244,11 @@ class Trainer:
         keys = sorted(sums)
         totals = torch.tensor([sums[k] for k in keys] + [float(count)], dtype=torch.float64, device=self.device)
         totals = all_reduce_sum_(totals, self.dist)
-        return {k: (totals[i] / totals[-1]).item() for i, k in enumerate(keys)}
+        return self.model.summarize_validation({k: (totals[i] / totals[-1]).item() for i, k in enumerate(keys)})
 
     @torch.no_grad()
     def write_previews(self, directory: Path | None = None, tag_step: bool = True) -> dict[str, Path]:
-        """Sample/reconstruction grids from the family's `preview`, as PNGs and in TensorBoard."""
+        """The family's `preview`: image batches as PNG grids, texts as .txt files; both in TensorBoard."""
         if not self.dist.is_main:
             return {}
         directory = directory or self.run_dir / "samples"
@@ -235,14 +262,20 @@ class Trainer:
         finally:
             self.model.train()
         written = {}
-        value_range = self.data.value_range
-        for name, images in previews.items():
+        for name, preview in previews.items():
             suffix = f"_step{self.step:07d}" if tag_step else ""
-            scale = display_scale(images.shape[-2])
-            written[name] = save_grid(directory / f"{name}{suffix}.png", images, value_range, nrow=8, scale=scale)
             writer = self._writer_or_none()
+            if isinstance(preview, str):  # generated text (the autoregressive families)
+                written[name] = directory / f"{name}{suffix}.txt"
+                atomic_write_text(written[name], preview)
+                if writer is not None:  # TensorBoard renders markdown: a code block keeps line breaks
+                    writer.add_text(f"preview/{name}", "```\n" + preview + "\n```", self.step)
+                continue
+            value_range = self.data.value_range
+            scale = display_scale(preview.shape[-2])
+            written[name] = save_grid(directory / f"{name}{suffix}.png", preview, value_range, nrow=8, scale=scale)
             if writer is not None:
-                writer.add_image(f"preview/{name}", make_grid(images, value_range, nrow=8), self.step, dataformats="HWC")
+                writer.add_image(f"preview/{name}", make_grid(preview, value_range, nrow=8), self.step, dataformats="HWC")
         if "sample" in self.model.capabilities:
             path = self._write_class_shares(directory, f"_step{self.step:07d}" if tag_step else "")
             if path is not None:
@@ -331,6 +364,7 @@ class Trainer:
                 torch.manual_seed(derived_seed(cfg.seed, _STREAM_MODEL, self.step, self.dist.rank))
                 data_gen = torch.Generator().manual_seed(derived_seed(cfg.seed, _STREAM_DATA, self.step, self.dist.rank))
                 batch = self._to_device(self.data.batch("train", self._train_indices(self.step), data_gen))
+                self._set_learning_rates(self.step)
                 try:
                     with self._autocast():
                         logs = self.model.training_step(batch, self.step, self.optimizers)

@@ -1,0 +1,217 @@
+"""GPT: a decoder-only Transformer language model (Radford et al. 2018, 2019).
+
+Method. Each token id is embedded and added to a learned embedding of its position
+(0 .. block_size - 1). A stack of n_layer blocks follows, each pre-LayerNorm as in GPT-2:
+
+    h = h + Attention(LayerNorm(h))
+    h = h + MLP(LayerNorm(h))            MLP: Linear(C, 4C), GELU, Linear(4C, C)
+
+Attention is multi-head causal self-attention: position t attends to positions <= t only,
+computed by `F.scaled_dot_product_attention`, which picks a fused kernel where one exists.
+A final LayerNorm and a linear read-out give next-token logits; the read-out shares its
+matrix with the token embedding (weight tying, Press & Wolf 2017), which saves V x C
+parameters and helps small models. Dropout follows the embeddings, the attention weights
+and each residual branch. Weights start at N(0, 0.02), the projections into the residual
+stream at N(0, 0.02 / sqrt(2 n_layer)) so the stream's variance does not grow with depth
+(GPT-2); linear layers have no biases (nanoGPT finds them slightly worse and slower).
+
+KV cache. When generating, token t's keys and values never change once computed, so a
+cache keeps them, per layer, in a tensor preallocated for the whole window: each new token
+then costs one column of attention instead of re-running the network over the whole
+context. `forward(tokens, cache)` appends to the cache and attends over everything in it.
+
+The network, `Transformer`, knows nothing about text: it maps token ids to logits and is
+reused over other token streams (music events). `GPT` is the text family around it; what
+every autoregressive family shares (loss, metrics, sampling) is in autoregressive.py.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import GenlabError
+from ..registry import register_family
+from .autoregressive import AutoregressiveModel
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 65  # filled in from the data's tokenizer
+    block_size: int = 128  # filled in from the data (data.block_size): the context window in tokens
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128  # the residual stream's width C; a multiple of n_head
+    dropout: float = 0.1
+
+    def __post_init__(self):
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            if getattr(self, name) < 1:
+                raise GenlabError(f"model.{name} must be at least 1, got {getattr(self, name)}")
+        if self.n_embd % self.n_head:
+            raise GenlabError(f"model.n_embd ({self.n_embd}) must be a multiple of model.n_head ({self.n_head})",
+                              "each head gets n_embd / n_head dimensions, e.g. n_embd=128 with n_head=4")
+        if not 0.0 <= self.dropout < 1.0:
+            raise GenlabError(f"model.dropout must be in [0, 1), got {self.dropout}")
+
+
+# ----------------------------------------------------------------------------- the cache
+
+
+class KVCache:
+    """Keys and values of every layer for the tokens seen so far, [layers, B, heads, window, head_dim]."""
+
+    def __init__(self, n_layer: int, batch_size: int, n_head: int, window: int, head_dim: int,
+                 device: torch.device, dtype: torch.dtype):
+        shape = (n_layer, batch_size, n_head, window, head_dim)
+        self.keys = torch.zeros(shape, device=device, dtype=dtype)
+        self.values = torch.zeros(shape, device=device, dtype=dtype)
+        self.length = 0  # tokens cached; the next token's position
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store the new tokens' k, v [B, heads, T, head_dim]; return all keys and values so far."""
+        end = self.length + k.shape[2]
+        self.keys[layer, :, :, self.length : end] = k
+        self.values[layer, :, :, self.length : end] = v
+        return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep (and reorder, repeat) batch rows, e.g. the surviving hypotheses of a beam search."""
+        self.keys = self.keys[:, rows]
+        self.values = self.values[:, rows]
+
+
+# ----------------------------------------------------------------------------- the network
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, n_embd: int, n_head: int, dropout: float):
+        super().__init__()
+        self.n_head = n_head
+        self.qkv = nn.Linear(n_embd, 3 * n_embd, bias=False)
+        self.proj = nn.Linear(n_embd, n_embd, bias=False)
+        self.attention_dropout = dropout
+        self.residual_dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        batch, length, width = x.shape
+        q, k, v = (t.view(batch, length, self.n_head, width // self.n_head).transpose(1, 2)
+                   for t in self.qkv(x).split(width, dim=2))
+        dropout = self.attention_dropout if self.training else 0.0
+        if cache is None or cache.length == 0:
+            if cache is not None:
+                cache.append(layer, k, v)
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        else:
+            start = cache.length
+            k, v = cache.append(layer, k, v)
+            mask = None  # one new token may attend to every cached one
+            if length > 1:  # several new tokens: each sees the cache and the new tokens up to itself
+                mask = torch.arange(start + length, device=x.device) <= torch.arange(start, start + length, device=x.device)[:, None]
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        y = y.transpose(1, 2).reshape(batch, length, width)
+        return self.residual_dropout(self.proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, n_embd: int, dropout: float):
+        super().__init__()
+        self.up = nn.Linear(n_embd, 4 * n_embd, bias=False)
+        self.down = nn.Linear(4 * n_embd, n_embd, bias=False)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.down(F.gelu(self.up(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, n_embd: int, n_head: int, dropout: float):
+        super().__init__()
+        self.ln_attention = nn.LayerNorm(n_embd)
+        self.attention = CausalSelfAttention(n_embd, n_head, dropout)
+        self.ln_mlp = nn.LayerNorm(n_embd)
+        self.mlp = MLP(n_embd, dropout)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None, layer: int) -> torch.Tensor:
+        x = x + self.attention(self.ln_attention(x), cache, layer)
+        return x + self.mlp(self.ln_mlp(x))
+
+
+class Transformer(nn.Module):
+    """Token ids [B, T] -> next-token logits [B, T, vocab_size]; optionally through a KV cache."""
+
+    def __init__(self, vocab_size: int, block_size: int, n_layer: int, n_head: int, n_embd: int, dropout: float):
+        super().__init__()
+        self.block_size, self.n_layer, self.n_head, self.n_embd = block_size, n_layer, n_head, n_embd
+        self.token_embedding = nn.Embedding(vocab_size, n_embd)
+        self.position_embedding = nn.Embedding(block_size, n_embd)
+        self.dropout = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(Block(n_embd, n_head, dropout) for _ in range(n_layer))
+        self.ln_final = nn.LayerNorm(n_embd)
+        self.apply(self._init_weights)
+        for block in self.blocks:
+            for projection in (block.attention.proj, block.mlp.down):
+                nn.init.normal_(projection.weight, std=0.02 / math.sqrt(2 * n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+
+    def new_cache(self, batch_size: int) -> KVCache:
+        weight = self.token_embedding.weight
+        return KVCache(self.n_layer, batch_size, self.n_head, self.block_size, self.n_embd // self.n_head,
+                       weight.device, weight.dtype)
+
+    def forward(self, tokens: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        start = cache.length if cache is not None else 0
+        length = tokens.shape[1]
+        if start + length > self.block_size:
+            raise GenlabError(
+                f"{start + length} tokens do not fit the model's context window of {self.block_size}",
+                "genlab.sampling keeps generation inside the window; when calling the model directly, pass at most "
+                f"{self.block_size} tokens",
+            )
+        positions = torch.arange(start, start + length, device=tokens.device)
+        x = self.dropout(self.token_embedding(tokens) + self.position_embedding(positions))
+        for layer, block in enumerate(self.blocks):
+            x = block(x, cache, layer)
+        if cache is not None:
+            cache.length += length
+        return self.ln_final(x) @ self.token_embedding.weight.T  # the read-out is the tied embedding
+
+
+# ----------------------------------------------------------------------------- the family
+
+
+@register_family("gpt")
+class GPT(AutoregressiveModel):
+    config_class = GPTConfig
+
+    def __init__(self, config: GPTConfig):
+        super().__init__(config)
+        self.transformer = Transformer(config.vocab_size, config.block_size, config.n_layer, config.n_head,
+                                       config.n_embd, config.dropout)
+
+    @property
+    def context_window(self) -> int:
+        return self.config.block_size
+
+    def forward(self, tokens: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        return self.transformer(tokens, cache)
+
+    def new_cache(self, batch_size: int) -> KVCache:
+        return self.transformer.new_cache(batch_size)
+
+    def configure_optimizers(self, train) -> dict[str, torch.optim.Optimizer]:
+        # AdamW, decaying the matrices (embeddings and linear weights) but not the LayerNorm
+        # gains and biases, as GPT-2 and nanoGPT do; beta2 = 0.99 suits small batches of
+        # small models (nanoGPT's shakespeare_char setting).
+        decay = [p for p in self.parameters() if p.dim() >= 2]
+        no_decay = [p for p in self.parameters() if p.dim() < 2]
+        groups = [{"params": decay, "weight_decay": train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return {"main": torch.optim.AdamW(groups, lr=train.lr, betas=(0.9, 0.99))}

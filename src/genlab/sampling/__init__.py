@@ -1,0 +1,32 @@
+"""Decoding for autoregressive models: greedy, temperature, top-k, top-p, repetition penalty,
+beam search, stop strings and streaming, through the models' KV cache.
+
+    decoding.py   token ids: logits processing, the sampling loop, beam search, the context window
+    text.py       strings: prompts, stop strings, streaming text
+
+    import genlab
+    from genlab.sampling import GenerationConfig, generate, stream
+    model = genlab.load("runs/gpt-shakespeare-char-...")
+    texts = generate(model, "ROMEO:", GenerationConfig(max_new_tokens=300, temperature=0.8, top_p=0.95))
+    for piece in stream(model, "ROMEO:", GenerationConfig(max_new_tokens=300)):
+        print(piece, end="", flush=True)
+"""
+
+from .decoding import (
+    GenerationConfig,
+    apply_repetition_penalty,
+    apply_top_k,
+    apply_top_p,
+    beam_search,
+    choose_next_tokens,
+    context_start,
+    generate_tokens,
+    next_token_logits,
+)
+from .text import Continuation, generate, prompt_tokens, stream
+
+__all__ = [
+    "GenerationConfig", "generate", "stream", "generate_tokens", "beam_search", "choose_next_tokens",
+    "next_token_logits", "apply_repetition_penalty", "apply_top_k", "apply_top_p", "context_start",
+    "prompt_tokens", "Continuation",
+]  # fmt: skip

@@ -1,0 +1,147 @@
+"""Text generation: a prompt in, continuations out, with stop strings and streaming.
+
+The prompt is encoded with the model's tokenizer; an empty prompt starts from the
+tokenizer's default start (a newline). A prompt longer than the model's context window is
+not an error: generation reads only its last 3/4 window of tokens (see decoding.py, "the
+context window") and a warning says so. Results are the continuations only, without the
+prompt (as in the OpenAI API), cut before the first stop string.
+
+Streaming yields text as soon as it is final: a token that ends in the middle of a UTF-8
+character (byte and BPE tokenizers) is held back until the character is complete, and so
+is text that might be the beginning of a stop string.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+
+import torch
+
+from ..errors import GenlabError
+from .decoding import GenerationConfig, beam_search, context_start, generate_tokens
+
+REPLACEMENT = "\ufffd"  # what a cut-off UTF-8 character decodes to
+
+
+def prompt_tokens(model, prompt: str) -> torch.Tensor:
+    """The prompt's token ids [T] (the default start if empty), warning when it overflows the context."""
+    if not isinstance(prompt, str):
+        raise GenlabError(f"the prompt must be a string, got {type(prompt).__name__}")
+    tokenizer = model.require_tokenizer()
+    ids = torch.as_tensor(tokenizer.encode(prompt or tokenizer.default_prompt), dtype=torch.long)
+    window = model.context_window
+    if window is not None and len(ids) > window:
+        kept = len(ids) - context_start(0, len(ids), window)
+        print(f"genlab: the prompt is {len(ids)} tokens, longer than the model's context window of {window}; "
+              f"generation reads only its last {kept} tokens", file=sys.stderr)
+    return ids
+
+
+class Continuation:
+    """One sequence's generated text, released piece by piece as it becomes final."""
+
+    def __init__(self, tokenizer, stop: tuple[str, ...] = ()):
+        self.tokenizer = tokenizer
+        self.stop = stop
+        self.text = ""  # decoded text up to the last complete character
+        self.pending: list[int] = []  # tokens ending inside a UTF-8 character
+        self.released = 0  # characters of self.text handed out so far
+        self.done = False
+
+    def push(self, token: int) -> str:
+        """Add a token; return the text that became final (may be empty)."""
+        self.pending.append(token)
+        piece = self.tokenizer.decode(self.pending)
+        if piece.endswith(REPLACEMENT):  # wait for the rest of the character
+            return ""
+        # Decoding the pending tokens alone is exact: they start on a character boundary.
+        self.text += piece
+        self.pending = []
+        hits = [i for i in (self.text.find(s, self.released) for s in self.stop) if i != -1]
+        if hits:
+            self.text = self.text[: min(hits)]
+            self.done = True
+            return self._release(len(self.text))
+        return self._release(len(self.text) - self._possible_stop_prefix())
+
+    def close(self) -> str:
+        """The end of generation: release everything that is left."""
+        if not self.done and self.pending:
+            self.text += self.tokenizer.decode(self.pending)
+            self.pending = []
+        self.done = True
+        return self._release(len(self.text))
+
+    def _possible_stop_prefix(self) -> int:
+        """Length of the longest end of the text that could grow into a stop string."""
+        longest = 0
+        for s in self.stop:
+            for n in range(min(len(s) - 1, len(self.text) - self.released), longest, -1):
+                if self.text.endswith(s[:n]):
+                    longest = n
+                    break
+        return longest
+
+    def _release(self, end: int) -> str:
+        piece = self.text[self.released : end]
+        self.released = max(self.released, end)
+        return piece
+
+
+def generate(model, prompt: str = "", config: GenerationConfig | None = None, *,
+             generator: torch.Generator | None = None) -> list[str]:
+    """config.num_return_sequences continuations of `prompt` (beam search when config.num_beams > 1)."""
+    config = config or GenerationConfig()
+    ids = prompt_tokens(model, prompt)
+    tokenizer = model.tokenizer
+    if config.num_beams > 1:
+        sequences, _ = beam_search(model, ids, config)
+        texts = []
+        for sequence in sequences:
+            continuation = Continuation(tokenizer, config.stop)
+            for token in sequence[len(ids):].tolist():
+                continuation.push(token)
+                if continuation.done:
+                    break
+            continuation.close()
+            texts.append(continuation.text)
+        return texts
+    rows = [Continuation(tokenizer, config.stop) for _ in range(config.num_return_sequences)]
+    steps = generate_tokens(model, ids.repeat(len(rows), 1), config, generator)
+    try:
+        for tokens in steps:
+            for row, token in zip(rows, tokens.tolist()):
+                if not row.done:
+                    row.push(token)
+            if all(row.done for row in rows):
+                break
+    finally:
+        steps.close()
+    for row in rows:
+        row.close()
+    return [row.text for row in rows]
+
+
+def stream(model, prompt: str = "", config: GenerationConfig | None = None, *,
+           generator: torch.Generator | None = None) -> Iterator[str]:
+    """Yield the continuation of `prompt` in pieces as it is generated (one sequence, sampling or greedy)."""
+    config = config or GenerationConfig()
+    if config.num_return_sequences != 1 or config.num_beams != 1:
+        raise GenlabError("streaming produces one sequence by sampling or greedy decoding",
+                          "use num_return_sequences=1 and num_beams=1, or generate() for several sequences")
+    ids = prompt_tokens(model, prompt)
+    continuation = Continuation(model.tokenizer, config.stop)
+    steps = generate_tokens(model, ids, config, generator)
+    try:
+        for tokens in steps:
+            piece = continuation.push(int(tokens[0]))
+            if piece:
+                yield piece
+            if continuation.done:
+                return
+    finally:
+        steps.close()
+    rest = continuation.close()
+    if rest:
+        yield rest

@@ -1,0 +1,32 @@
+"""Applications on top of trained models; each reports how it compares with the obvious baseline.
+
+    task         needs (capability)          baseline
+    inpaint      decode (VAE) or a GAN       mean of the known pixels
+    superres     upscale (superres)          bicubic interpolation
+    denoise      denoise (denoiser)          the noisy input; the best tuned scikit-image filter
+    anomaly      log_likelihood / encode     chance (AUROC 0.5)
+    interpolate  encode + decode (VAE)       linear vs spherical paths
+    traverse     decode (VAE)                -
+    augment      conditional                 the same classifier without synthetic data
+    compress     encode + decode (VAE)       the PNG file of the same image
+
+Each is a plain function here and a `genlab apply TASK` command (genlab.tasks.cli). Images
+are [N, C, H, W] tensors in the model's data range; genlab.tasks.images reads and writes
+files of any size and mode.
+"""
+
+from .anomaly import anomaly_scores, auroc, one_class_auroc
+from .augment import augmentation_benefit, synthesize
+from .compress import compress, decode_codes, encode_codes, fit_entropy_model
+from .denoise import classical_denoise, denoise, evaluate_denoise
+from .inpaint import inpaint, masked_psnr, mean_fill
+from .interpolate import interpolate, slerp, traverse
+from .superres import evaluate_superres, superres
+
+TASKS = ("inpaint", "superres", "denoise", "anomaly", "interpolate", "traverse", "augment", "compress")
+
+__all__ = [
+    "TASKS", "inpaint", "mean_fill", "masked_psnr", "superres", "evaluate_superres", "denoise", "evaluate_denoise",
+    "classical_denoise", "anomaly_scores", "auroc", "one_class_auroc", "interpolate", "slerp", "traverse",
+    "synthesize", "augmentation_benefit", "compress", "encode_codes", "decode_codes", "fit_entropy_model",
+]

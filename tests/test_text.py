@@ -1,0 +1,312 @@
+"""Text: corpora and splits, tokenizers, the GPT and LSTM families through genlab.train,
+exact resume, the train -> load -> generate CLI path, and bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import genlab
+from genlab.cli import main
+from genlab.config import TrainConfig
+from genlab.data.text import (
+    BPETokenizer,
+    ByteTokenizer,
+    CharTokenizer,
+    TextDataSpec,
+    load_corpus,
+    load_text_data,
+    tokenizer_from_json,
+)
+from genlab.errors import GenlabError
+from genlab.models.transformer import GPT, GPTConfig
+from genlab.training import Trainer
+
+from conftest import SHARED_DATA
+
+# Tiny models and windows: every training run here takes a second or two.
+TINY_GPT = ["model.n_layer=1", "model.n_head=2", "model.n_embd=32", "data.block_size=32", "batch_size=8",
+            "train.eval_batches=4", "train.progress=false", "train.tensorboard=false"]
+TINY_LSTM = ["model.n_embd=16", "model.hidden_size=32", "data.block_size=32", "batch_size=8",
+             "train.eval_batches=4", "train.progress=false", "train.tensorboard=false"]
+NASTY_STRINGS = [
+    "", "plain ascii", "naïve café — “quotes” …", "日本語のテキスト", "emoji 😀👍🏽 and ZWJ 👩‍👩‍👧",
+    "combining e\u0301 and \u0000 NUL and \t tab\r\n", "RTL שלום مرحبا", "\U0010ffff max code point",
+]
+
+
+def random_unicode(seed: int, length: int = 200) -> str:
+    rng = random.Random(seed)
+    # Every code point except the surrogates, which no valid Python text from a file contains.
+    points = [rng.choice([rng.randrange(0x20, 0x7F), rng.randrange(0x80, 0xD800), rng.randrange(0xE000, 0x110000)])
+              for _ in range(length)]
+    return "".join(map(chr, points))
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_clean_error(code: int, err: str, *needles: str) -> None:
+    assert code == 2, err
+    assert err.startswith("error: ") and "Traceback" not in err
+    for needle in needles:
+        assert needle.lower() in err.lower(), f"{needle!r} not in {err!r}"
+
+
+# ----------------------------------------------------------------------------- corpora and splits
+
+
+def test_pydoc_is_embedded_and_split_contiguously():
+    from pydoc_data.topics import topics
+
+    text = load_corpus("pydoc", SHARED_DATA)
+    assert len(text) > 100_000 and topics["assert"].strip() in text
+    data = load_text_data(TextDataSpec(name="pydoc", tokenizer="char", block_size=64))
+    decoded = [data.tokenizer.decode(getattr(data, s).tokens) for s in ("train", "val", "test")]
+    assert "".join(decoded) == text  # train | val | test, in order, nothing lost
+    assert len(decoded[1]) == round(0.05 * len(text)) and len(decoded[2]) == pytest.approx(0.05 * len(text), abs=1)
+    assert data.val.tokens_per_char == 1.0
+    assert data.model_fields() == {"vocab_size": len(set(text)), "block_size": 64}
+
+
+def test_tinyshakespeare_from_the_data_dir():
+    data = load_text_data(TextDataSpec(name="tinyshakespeare", tokenizer="char", block_size=128))
+    assert data.tokenizer.vocab_size == 65
+    assert sum(len(getattr(data, s)) for s in ("train", "val", "test")) == 1_115_394
+    assert data.tokenizer.decode(data.train.tokens[:14]) == "First Citizen:"
+
+
+def test_training_windows_are_contiguous_and_seeded_and_validation_covers_the_split():
+    data = load_text_data(TextDataSpec(name="pydoc", tokenizer="byte", block_size=16))
+    batch = data.batch("train", torch.arange(64), torch.Generator().manual_seed(0))
+    x = batch["x"]
+    assert x.shape == (64, 17) and x.dtype == torch.long
+    stream = bytes(data.train.tokens.tolist())  # byte tokens: the stream is the text's UTF-8
+    assert all(bytes(row.tolist()) in stream for row in x)  # each window is a slice of the stream
+    again = data.batch("train", torch.arange(64), torch.Generator().manual_seed(0))["x"]
+    other = data.batch("train", torch.arange(64), torch.Generator().manual_seed(1))["x"]
+    assert torch.equal(x, again) and not torch.equal(x, other)
+    n = data.num_examples("val")
+    val = data.batch("val", torch.arange(n))["x"]
+    assert torch.equal(val[:, :-1].flatten(), data.val.tokens[: n * 16].long())  # consecutive, no overlap
+    assert batch["tokens_per_char"] == pytest.approx(len(data.train) / data.train.num_chars)
+
+
+def test_user_text_files_and_folders(tmp_path):
+    (tmp_path / "a.txt").write_bytes("first line\r\nsecond line".encode("utf-8"))
+    assert load_corpus(f"file:{tmp_path / 'a.txt'}", tmp_path) == "first line\nsecond line"
+    folder = tmp_path / "texts"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "b.md").write_text("bee\n", encoding="utf-8")
+    (folder / "sub" / "c.txt").write_text("sea", encoding="utf-8")
+    (folder / ".hidden").write_bytes(b"\xff\xfe binary junk")
+    assert load_corpus(f"folder:{folder}", tmp_path) == "bee\n\nsea\n"
+
+
+@pytest.mark.parametrize(
+    "content, needles",
+    [
+        (b"", ["empty"]),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00", ["binary"]),
+        ("caf\xe9 cr\xe8me".encode("latin-1"), ["not UTF-8", "offset 3", "iconv"]),
+        ("hello".encode("utf-16"), ["UTF-16"]),
+    ],
+    ids=["empty", "binary", "latin-1", "utf-16"],
+)
+def test_bad_text_files_get_clear_errors(tmp_path, capsys, content, needles):
+    path = tmp_path / "corpus.txt"
+    path.write_bytes(content)
+    code, _, err = run_cli(capsys, "train", "gpt-shakespeare-char", f"data.name=file:{path}", "--out", str(tmp_path / "r"))
+    assert_clean_error(code, err, str(path), *needles)
+
+
+def test_too_little_text_and_bad_data_settings(tmp_path, capsys):
+    path = tmp_path / "short.txt"
+    path.write_text("a short note\n" * 20)
+    code, _, err = run_cli(capsys, "train", "gpt-shakespeare-char", f"data.name=file:{path}", "--out", str(tmp_path / "r"))
+    assert_clean_error(code, err, "fewer than one window", "block_size")
+    for bad, needle in [("data.vocab_size=500", "only to data.tokenizer=bpe"), ("data.tokenizer=word", "char, byte, bpe"),
+                        ("data.name=shakespeare", "unknown text corpus"), ("model.block_size=64", "data.block_size"),
+                        ("data.val_fraction=0", "val_fraction"), ("model.n_embd=30", "multiple of model.n_head")]:
+        code, _, err = run_cli(capsys, "train", "gpt-shakespeare-char", bad, "--out", str(tmp_path / "r2"))
+        assert_clean_error(code, err, needle)
+    code, _, err = run_cli(capsys, "train", "gpt-pydoc-bpe", "data.vocab_size=100", "--out", str(tmp_path / "r3"))
+    assert_clean_error(code, err, "256 byte symbols")
+
+
+# ----------------------------------------------------------------------------- tokenizers
+
+
+def test_byte_tokenizer_round_trips_any_unicode_string():
+    tokenizer = tokenizer_from_json(ByteTokenizer().to_json())
+    for text in NASTY_STRINGS + [random_unicode(seed) for seed in range(20)]:
+        ids = tokenizer.encode(text)
+        assert ids.max(initial=0) < 256 and len(ids) == len(text.encode("utf-8"))
+        assert tokenizer.decode(ids) == text
+    with pytest.raises(GenlabError, match="not valid Unicode"):
+        tokenizer.encode("lone surrogate \ud800")
+
+
+def test_char_tokenizer_round_trip_and_unknown_characters():
+    tokenizer = CharTokenizer.from_text("hello world\n")
+    restored = tokenizer_from_json(tokenizer.to_json())
+    assert restored.symbols == tokenizer.symbols and restored.vocab_size == 9
+    assert restored.decode(restored.encode("hello\nworld")) == "hello\nworld"
+    with pytest.raises(GenlabError, match="never seen: 'H', 'x'") as error:
+        restored.encode("Hello xw")
+    assert "data.tokenizer=byte" in error.value.hint
+
+
+def test_bpe_tokenizer_survives_save_and_load_exactly(tmp_path):
+    text = load_corpus("pydoc", SHARED_DATA)[:150_000]
+    tokenizer = BPETokenizer.train(text, vocab_size=400)
+    assert tokenizer.vocab_size == 400
+    (tmp_path / "tokenizer.json").write_text(tokenizer.to_json())
+    restored = tokenizer_from_json((tmp_path / "tokenizer.json").read_text())
+    assert restored.to_json() == tokenizer.to_json()
+    held_out = load_corpus("pydoc", SHARED_DATA)[-20_000:]
+    for sample in [held_out, *NASTY_STRINGS, random_unicode(1)]:
+        ids = tokenizer.encode(sample)
+        assert restored.encode(sample).tolist() == ids.tolist()
+        assert restored.decode(ids) == sample  # byte-level: lossless on any text
+    assert len(tokenizer.encode(held_out)) < 0.6 * len(held_out.encode("utf-8"))  # the merges compress
+    assert BPETokenizer.train(text, vocab_size=400).to_json() == tokenizer.to_json()  # training is deterministic
+
+
+def test_damaged_tokenizer_files(tmp_path):
+    for content, needle in [("{not json", "not valid JSON"), ('{"genlab_tokenizer": "word"}', "not a char, byte or BPE"),
+                            ('{"model": {"type": "BPE", "vocab": 3}}', "not a readable BPE")]:
+        with pytest.raises(GenlabError, match=needle):
+            tokenizer_from_json(content)
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def test_loss_perplexity_and_bits_per_char_agree():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, block_size=8, n_layer=1, n_head=2, n_embd=16)).eval()
+    x = torch.randint(50, (4, 9))
+    metrics = model.validation_step({"x": x, "tokens_per_char": 0.5})
+    # An untrained model is close to uniform: about ln(50) nats per token.
+    assert metrics["loss"] == pytest.approx(math.log(50), abs=0.1)
+    assert metrics["bits_per_char"] == pytest.approx(metrics["loss"] * 0.5 / math.log(2))
+    assert model.summarize_validation(metrics)["perplexity"] == pytest.approx(math.exp(metrics["loss"]))
+    assert model.log_likelihood(x).shape == (4,)
+    torch.testing.assert_close(model.log_likelihood(x), model.token_log_likelihoods(x).sum(1))
+
+
+@pytest.mark.parametrize("recipe, tiny", [("gpt-shakespeare-char", TINY_GPT), ("lstm-shakespeare-char", TINY_LSTM)],
+                         ids=["gpt", "lstm"])
+def test_training_learns_and_resume_is_exact(tmp_path, recipe, tiny):
+    # pydoc instead of Shakespeare keeps the test free of the data directory; dropout and a
+    # warm-up exercise the noise and the learning-rate schedule across the resume.
+    common = [*tiny, "data.name=pydoc", "model.dropout=0.2", "train.warmup_steps=5", "train.lr_schedule=constant",
+              "lr=0.01", "train.checkpoint_every=4", "train.eval_every=4"]
+    straight = genlab.train(recipe, ["steps=12", *common], out=tmp_path / "straight")
+    first = genlab.train(recipe, ["steps=4", *common], out=tmp_path / "split")
+    resumed = genlab.train(None, ["steps=12"], out=first, resume=True)
+    a, b = load_file(str(straight / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    history = [json.loads(line) for line in (straight / "history.jsonl").read_text().splitlines()]
+    assert history[-1]["val"]["loss"] < history[0]["val"]["loss"] - 0.3  # it learns
+    metrics = json.loads((straight / "metrics.json").read_text())
+    assert set(metrics["val"]) == {"loss", "perplexity", "bits_per_char"}
+    assert metrics["training"]["tokens_per_s"] > 0
+    assert (straight / "samples.txt").read_text().startswith("--- sample 1")
+    assert (straight / "tokenizer.json").is_file()
+
+
+def test_learning_rate_schedule():
+    torch.manual_seed(0)
+    data = load_text_data(TextDataSpec(name="pydoc", tokenizer="byte", block_size=16))
+    model = GPT(GPTConfig(vocab_size=256, block_size=16, n_layer=1, n_head=1, n_embd=8))
+    cfg = TrainConfig(steps=110, lr=1.0, lr_schedule="cosine", warmup_steps=10, min_lr_ratio=0.1, progress=False)
+    trainer = Trainer(model, data, cfg, "/nonexistent")
+    factors = [trainer.learning_rate_factor(step) for step in range(110)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)  # linear warm-up
+    assert factors[10] == pytest.approx(1.0) and factors[60] == pytest.approx(0.55)  # half-way down the cosine
+    assert factors[109] == pytest.approx(0.1, abs=1e-3)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+
+
+# ----------------------------------------------------------------------------- the CLI path
+
+
+@pytest.fixture(scope="module")
+def bpe_model_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("text") / "gpt-bpe"
+    code = main(["train", "gpt-pydoc-bpe", "steps=30", "data.vocab_size=320", "lr=0.005", *TINY_GPT, "--out", str(out)])
+    assert code == 0
+    return out
+
+
+def test_train_load_generate_through_the_cli(bpe_model_dir, capsys):
+    model = genlab.load(bpe_model_dir)
+    assert model.family == "gpt" and model.tokenizer.kind == "bpe" and model.tokenizer.vocab_size == 320
+    code, out, err = run_cli(capsys, "generate", str(bpe_model_dir), "--prompt", "The with", "--max-new-tokens", "40",
+                             "--temperature", "0.8", "--top-p", "0.95")
+    assert code == 0, err
+    assert out.startswith("The with") and len(out) > len("The with") + 10
+    expected = genlab.generate(model, "The with", max_new_tokens=40, temperature=0.8, top_p=0.95)[0]
+    assert out == "The with" + expected + "\n"  # the stream is the same text as the API gives
+    code, out, err = run_cli(capsys, "generate", str(bpe_model_dir), "--prompt", "def", "-n", "3", "--top-k", "20",
+                             "--max-new-tokens", "10")
+    assert code == 0 and out.count("--- sample") == 3
+    code, out, err = run_cli(capsys, "generate", str(bpe_model_dir), "--num-beams", "3", "-n", "2", "--max-new-tokens", "5")
+    assert code == 0 and out.count("--- beam") == 2
+
+
+def test_sample_eval_info_on_a_text_model(bpe_model_dir, tmp_path, capsys):
+    code, out, err = run_cli(capsys, "sample", str(bpe_model_dir), "-n", "2")
+    assert code == 0 and out.count("--- sample") == 2 and "genlab generate" in err
+    code, out, err = run_cli(capsys, "sample", str(bpe_model_dir), "-n", "2", "-o", str(tmp_path / "s.txt"))
+    assert code == 0 and (tmp_path / "s.txt").read_text().count("--- sample") == 2
+    assert_clean_error(*run_cli(capsys, "sample", str(bpe_model_dir), "-o", str(tmp_path / "s.png"))[::2], "text model")
+    code, out, err = run_cli(capsys, "eval", str(bpe_model_dir), "-n", "4", "--max-new-tokens", "60")
+    assert code == 0, err
+    evaluation = json.loads((bpe_model_dir / "metrics.json").read_text())["eval"]
+    for split in ("val", "test"):
+        row = evaluation["likelihood"][split]
+        assert row["perplexity"] == pytest.approx(math.exp(row["loss"]))
+        assert row["tokens"] > 1000 and 0 < row["bits_per_char"] < 8
+    assert set(evaluation["samples"]["metrics"]) == {"distinct-1", "distinct-2", "distinct-3", "self-bleu"}
+    assert "perplexity" in out and "distinct-2" in out
+    code, out, err = run_cli(capsys, "info", str(bpe_model_dir))
+    assert code == 0 and "tokenizer  bpe, 320 tokens" in out
+
+
+def test_generate_help_has_examples(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and "--top-p" in out and "longer than the model's context window" in out
+
+
+def test_generate_bad_input(bpe_model_dir, tmp_path, capsys):
+    for args, needles in [(["--temperature", "-1"], ["temperature", ">= 0"]), (["--top-p", "0"], ["top_p", "(0, 1]"]),
+                          (["--top-p", "1.2"], ["top_p"]), (["--max-new-tokens", "0"], ["max_new_tokens"]),
+                          (["--top-k", "5", "--num-beams", "2"], ["beam search"])]:
+        assert_clean_error(*run_cli(capsys, "generate", str(bpe_model_dir), *args)[::2], *needles)
+    code, out, err = run_cli(capsys, "generate", str(bpe_model_dir), "--prompt", "x" * 200, "--max-new-tokens", "3",
+                             "--temperature", "0")
+    assert code == 0 and "longer than the model's context window of 32" in err
+    vae = tmp_path / "vae"
+    assert main(["train", "vae-digits", "steps=2", "model.hidden=[8]", "model.latent_dim=2", "train.progress=false",
+                 "--out", str(vae)]) == 0
+    capsys.readouterr()
+    assert_clean_error(*run_cli(capsys, "generate", str(vae), "--prompt", "hi")[::2], "generate", "gpt")
+    missing = tmp_path / "no-tokenizer"
+    missing.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (missing / name).write_bytes((bpe_model_dir / name).read_bytes())
+    assert_clean_error(*run_cli(capsys, "generate", str(missing))[::2], "tokenizer.json")
