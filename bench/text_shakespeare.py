@@ -163,8 +163,8 @@ def main() -> int:
         ("val loss (nats/char)", f"{record['val_loss_nats_per_char']:.4f}", "target <= 1.60; every val character"),
         ("last-10% loss (nats/char)", f"{record['last_10_percent_loss_nats_per_char']:.4f}", "nanoGPT's val split"),
         ("val bits/char", f"{record['val_bits_per_char']:.4f}", ""),
-        ("training", f"{record['train_wall_s']:.0f} s", f"{record['train_steps']} steps, "
-                                                         f"{record['train_tokens'] / 1e6:.1f}M tokens, {n_params / 1e6:.2f}M parameters"),
+        ("training", f"{record['train_wall_s']:.0f} s",
+         f"{record['train_steps']} steps, {record['train_tokens'] / 1e6:.1f}M tokens, {n_params / 1e6:.2f}M parameters"),
         ("training tokens/s", f"{record['train_tokens_per_s']:.0f}", record["machine"]["device"]),
     ]
     for key, row in generation.items():

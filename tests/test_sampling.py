@@ -92,7 +92,8 @@ def test_cached_and_uncached_greedy_decoding_give_the_same_tokens(family):
     assert len(set(cached[0])) > 2  # a varied sequence, not one token repeated
     # Sampling draws from the same distributions on both paths, so the same seed gives the same text.
     config = dict(max_new_tokens=40, temperature=1.0, top_k=5)
-    assert tokens(model, GenerationConfig(**config), seed=3) == tokens(model, GenerationConfig(**config, use_cache=False), seed=3)
+    uncached_samples = tokens(model, GenerationConfig(**config, use_cache=False), seed=3)
+    assert tokens(model, GenerationConfig(**config), seed=3) == uncached_samples
 
 
 def test_kv_cache_logits_match_a_full_forward_pass():
@@ -288,7 +289,8 @@ def test_stream_and_generate_agree_and_stop():
     stop = full[10:12]
     stopped = generate(model, "abc", GenerationConfig(max_new_tokens=30, temperature=0.9, seed=4, stop=(stop,)))[0]
     assert stopped == full[: full.index(stop)]
-    assert "".join(stream(model, "abc", GenerationConfig(max_new_tokens=30, temperature=0.9, seed=4, stop=(stop,)))) == stopped
+    streamed = stream(model, "abc", GenerationConfig(max_new_tokens=30, temperature=0.9, seed=4, stop=(stop,)))
+    assert "".join(streamed) == stopped
     with pytest.raises(GenlabError, match="one sequence"):
         next(stream(model, "abc", GenerationConfig(num_return_sequences=2)))
     beams = generate(model, "abc", GenerationConfig(max_new_tokens=5, num_beams=3, num_return_sequences=2))

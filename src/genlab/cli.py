@@ -98,10 +98,12 @@ Run `genlab COMMAND --help` for a command's options and examples.""",
     p.add_argument("model", help="model directory of a text model (gpt, lstm)")
     p.add_argument("--prompt", "-p", default="", help="text to continue (default: start of a new line)")
     p.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate (default 200)")
-    p.add_argument("--temperature", "-t", type=float, default=1.0, help="0 = greedy; below 1 safer, above 1 wilder (default 1)")
+    p.add_argument("--temperature", "-t", type=float, default=1.0,
+                   help="0 = greedy; below 1 safer, above 1 wilder (default 1)")
     p.add_argument("--top-k", type=int, help="sample from the k most likely tokens only")
     p.add_argument("--top-p", type=float, help="sample from the smallest set of tokens holding this probability, in (0, 1]")
-    p.add_argument("--repetition-penalty", type=float, default=1.0, help="> 1 discourages tokens already in the text (default 1: off)")
+    p.add_argument("--repetition-penalty", type=float, default=1.0,
+                   help="> 1 discourages tokens already in the text (default 1: off)")
     p.add_argument("--stop", action="append", default=[], metavar="TEXT",
                    help="end the text before this string (repeatable; \\n is a newline)")
     p.add_argument("-n", "--num-return-sequences", type=int, default=1, help="number of texts (default 1)")
@@ -183,7 +185,8 @@ def _sample_texts(model, args) -> None:
     from .training.checkpoint import atomic_write_text
 
     if args.label is not None:
-        raise GenlabError("a text model has no classes", f'continue a prompt instead: genlab generate {args.model} --prompt "..."')
+        raise GenlabError("a text model has no classes",
+                          f'continue a prompt instead: genlab generate {args.model} --prompt "..."')
     if args.output is not None and not args.output.endswith(".txt"):
         raise GenlabError(f"{args.model} is a text model: it writes texts, not {args.output}",
                           "use -o samples.txt, or leave -o out to print them")
@@ -262,7 +265,8 @@ def _print_text_eval(model_dir, result: dict) -> None:
         print(f"held-out text of {result['data']} (every token scored once, in windows of the model's context)")
         print(f"  {'split':<8}{'tokens':>10}{'nats/token':>12}{'perplexity':>12}{'bits/char':>11}")
         for split, row in result["likelihood"].items():
-            print(f"  {split:<8}{row['tokens']:>10,}{row['loss']:>12.4f}{row['perplexity']:>12.3f}{row['bits_per_char']:>11.4f}")
+            print(f"  {split:<8}{row['tokens']:>10,}{row['loss']:>12.4f}{row['perplexity']:>12.3f}"
+                  f"{row['bits_per_char']:>11.4f}")
     if "samples" in result:
         samples = result["samples"]
         print(f"diversity of {samples['n']} samples ({samples['max_new_tokens']} new tokens each, temperature 1, "

@@ -142,7 +142,8 @@ def read_text_file(path: Path) -> str:
     if b"\x00" in raw:
         raise GenlabError(f"{path} contains NUL bytes: it is a binary file (or UTF-16 text without a byte-order mark), "
                           "not UTF-8 text",
-                          "give a plain-text file (e.g. .txt, .md): export documents to plain text, convert UTF-16 with iconv")
+                          "give a plain-text file (e.g. .txt, .md): export documents to plain text, "
+                          "convert UTF-16 with iconv")
     try:
         text = raw.decode("utf-8-sig")  # -sig: a leading UTF-8 byte-order mark is not part of the text
     except UnicodeDecodeError as e:
@@ -364,7 +365,8 @@ def save_tokenizer(tokenizer, directory: Path) -> Path:
 def load_tokenizer(directory: Path):
     path = Path(directory) / TOKENIZER_NAME
     if not path.is_file():
-        raise GenlabError(f"{directory} has no {TOKENIZER_NAME}", "a text model needs its tokenizer; copy the model directory as a whole")
+        raise GenlabError(f"{directory} has no {TOKENIZER_NAME}",
+                          "a text model needs its tokenizer; copy the model directory as a whole")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:

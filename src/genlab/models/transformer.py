@@ -111,7 +111,8 @@ class CausalSelfAttention(nn.Module):
             k, v = cache.append(layer, k, v)
             mask = None  # one new token may attend to every cached one
             if length > 1:  # several new tokens: each sees the cache and the new tokens up to itself
-                mask = torch.arange(start + length, device=x.device) <= torch.arange(start, start + length, device=x.device)[:, None]
+                positions = torch.arange(start + length, device=x.device)
+                mask = positions <= positions[start:, None]
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         y = y.transpose(1, 2).reshape(batch, length, width)
         return self.residual_dropout(self.proj(y))
