@@ -39,10 +39,10 @@ def trained(model):
     could flip) and a tied GPT that repeats its last token, which would test little."""
     torch.manual_seed(0)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
-    stream = CYCLE.repeat(8)
+    text = CYCLE.repeat(8)
     for _ in range(150):
-        starts = torch.randint(len(stream) - 17, (16,))
-        loss = -model.token_log_likelihoods(stream[starts[:, None] + torch.arange(17)]).mean()
+        starts = torch.randint(len(text) - 17, (16,))
+        loss = -model.token_log_likelihoods(text[starts[:, None] + torch.arange(17)]).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -71,7 +71,7 @@ def tiny_lstm() -> LSTM:
 
 def tokens(model, config: GenerationConfig, prompt=PROMPT, seed: int = 0) -> list[list[int]]:
     generator = torch.Generator().manual_seed(seed)
-    steps = [t for t in generate_tokens(model, prompt, config, generator)]
+    steps = list(generate_tokens(model, prompt, config, generator))
     return torch.stack(steps, dim=1).tolist()
 
 
@@ -110,9 +110,10 @@ def test_kv_cache_logits_match_a_full_forward_pass():
 
 
 def test_training_mode_is_restored_and_dropout_is_off_while_generating():
-    model = tiny_gpt().train()
     greedy = GenerationConfig(max_new_tokens=10, temperature=0)
-    assert tokens(model, greedy) == tokens(model, greedy)  # dropout would make these differ
+    without_dropout = tokens(tiny_gpt(), greedy)  # tiny_gpt() is in eval mode
+    model = tiny_gpt().train()
+    assert tokens(model, greedy) == without_dropout  # dropout would make these differ
     assert model.training
 
 
@@ -124,7 +125,7 @@ def test_top_k_1_and_beam_1_equal_greedy(family):
     model = MODELS[family]()
     greedy = tokens(model, GenerationConfig(max_new_tokens=25, temperature=0))
     assert tokens(model, GenerationConfig(max_new_tokens=25, temperature=1.3, top_k=1), seed=5) == greedy
-    sequences, scores = beam_search(model, PROMPT, GenerationConfig(max_new_tokens=25, num_beams=1))
+    sequences, _ = beam_search(model, PROMPT, GenerationConfig(max_new_tokens=25, num_beams=1))
     assert sequences[0, len(PROMPT):].tolist() == greedy[0]
 
 
@@ -144,23 +145,19 @@ def test_beam_search_scores_are_the_sequences_log_probabilities(family):
     assert scores.tolist() == sorted(scores.tolist(), reverse=True)
     for sequence, score in zip(sequences, scores):
         assert sequence_log_probability(model, sequence, len(PROMPT)) == pytest.approx(score.item(), abs=1e-3)
-    uncached, uncached_scores = beam_search(model, PROMPT, GenerationConfig(max_new_tokens=6, num_beams=4,
-                                                                            num_return_sequences=4, use_cache=False))
+    uncached, _ = beam_search(model, PROMPT, GenerationConfig(max_new_tokens=6, num_beams=4, num_return_sequences=4,
+                                                              use_cache=False))
     assert uncached.tolist() == sequences.tolist()
 
 
 def test_seed_fixes_the_samples():
     model = tiny_gpt()
     config = GenerationConfig(max_new_tokens=20, temperature=1.0, num_return_sequences=3)
-    batch = _prompt_batch(3)
+    batch = PROMPT.repeat(3, 1)
     first = tokens(model, config, batch, seed=7)
     assert first == tokens(model, config, batch, seed=7)
     assert first != tokens(model, config, batch, seed=8)
     assert first[0] != first[1]  # the rows are independent draws
-
-
-def _prompt_batch(n: int) -> torch.Tensor:
-    return PROMPT.repeat(n, 1)
 
 
 # ----------------------------------------------------------------------------- logits processing
@@ -229,6 +226,11 @@ def test_repetition_penalty_divides_positive_and_multiplies_negative_logits():
 def test_invalid_generation_settings(settings, needle):
     with pytest.raises(GenlabError, match=needle):
         GenerationConfig(**settings)
+
+
+def test_one_stop_string_is_not_split_into_characters():
+    assert GenerationConfig(stop="END").stop == ("END",)
+    assert GenerationConfig(stop=["\n\n", "END"]).stop == ("\n\n", "END")
 
 
 # ----------------------------------------------------------------------------- text: stop strings, streaming

@@ -73,7 +73,8 @@ class GenerationConfig:
         check(self.num_return_sequences >= 1, f"num_return_sequences must be at least 1, got {self.num_return_sequences}")
         check(self.num_beams >= 1, f"num_beams must be at least 1, got {self.num_beams}")
         check(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
-        self.stop = tuple(self.stop)
+        # One string is one stop string; tuple("END") would be three one-letter ones.
+        self.stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
         check(all(isinstance(s, str) and s for s in self.stop), "stop strings must be non-empty strings")
         if self.num_beams > 1:
             check(self.top_k is None and self.top_p is None and self.temperature in (0.0, 1.0),
