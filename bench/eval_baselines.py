@@ -13,7 +13,6 @@ Without --vae (or if that directory does not exist) it trains vae-mnist for --tr
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -25,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("GENLAB_DATA_DIR", str(REPO.parent / "shared" / "data"))
 
 import genlab  # noqa: E402
+from common import write_result  # noqa: E402
 from genlab.data import load_image_data  # noqa: E402
 from genlab.evaluation import draw_samples, real_images  # noqa: E402
 from genlab.metrics import image as image_metrics  # noqa: E402
@@ -90,16 +90,14 @@ def main() -> int:
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "genlab_version": genlab.__version__,
     }
-    results = REPO / "bench" / "results"
-    results.mkdir(parents=True, exist_ok=True)
-    (results / "eval_baselines.json").write_text(json.dumps(record, indent=2) + "\n")
+    written = write_result(record, name="eval_baselines")
     print(f"\nfeatures lenet-mnist@{extractor.short_hash}: MNIST test accuracy {accuracy:.2%} "
           f"(recorded {extractor.test_accuracy:.2%}); n={n}, reference mnist:test")
     columns = ["fd", "kd", "precision", "recall", "density", "coverage", "classifier_score", "fd_kd_pr_s"]
     print(f"{'':<32}" + "".join(f"{c:>12}" for c in columns))
     for name, row in rows.items():
         print(f"{name:<32}" + "".join(f"{row[c]:>12.4g}" for c in columns))
-    print(f"written to {results / 'eval_baselines.json'}")
+    print(f"written to {written}")
     return 0
 
 

@@ -9,7 +9,7 @@ with the requested class; for the best unconditional model, the share of each cl
 10,000 unconditional samples. Writes bench/results/gan_mnist.json.
 
     GENLAB_DATA_DIR=../shared/data python bench/gan_mnist.py --budget-min 20
-    python bench/gan_mnist.py --budget-min 1 --recipes dcgan-mnist -n 2000   # a quick look
+    python bench/gan_mnist.py --budget-min 3 --recipes dcgan-mnist -n 5000 --json /tmp/look.json lr=0.0005   # a quick look
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("GENLAB_DATA_DIR", str(REPO.parent / "shared" / "data"))
 
 import genlab  # noqa: E402
+from common import write_result  # noqa: E402
 from genlab.evaluation import evaluate  # noqa: E402
 from genlab.metrics.features import load_feature_extractor  # noqa: E402
 
@@ -53,6 +54,8 @@ def main() -> int:
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES))
     parser.add_argument("-n", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", help="where the results go (default bench/results/gan_mnist.json; "
+                                           "point quick looks elsewhere so they never pass for the recorded run)")
     parser.add_argument("overrides", nargs="*", help="recipe overrides for every recipe, e.g. model.base_channels=32")
     args = parser.parse_args()
 
@@ -97,9 +100,7 @@ def main() -> int:
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "genlab_version": genlab.__version__,
     }
-    results = REPO / "bench" / "results"
-    results.mkdir(parents=True, exist_ok=True)
-    (results / "gan_mnist.json").write_text(json.dumps(record, indent=2) + "\n")
+    written = write_result(record, path=args.json, name="gan_mnist")
     columns = ["fd", "kd", "precision", "recall", "class_share_min", "class_share_max", "train_images_per_s"]
     print(f"\n{'':<16}" + "".join(f"{c:>19}" for c in columns) + f"{'cond. acc.':>12}")
     if floor:
@@ -112,7 +113,7 @@ def main() -> int:
         print(f"{name:<16}" + "".join(f"{row[c]:>19.4g}" for c in columns) + f"{acc:>12}")
     if best:
         print(f"best unconditional: {best}, fd {rows[best]['fd']:.3g} = {record['best_fd_over_floor']:.1f}x the floor (target <= 5x)")
-    print(f"written to {results / 'gan_mnist.json'}")
+    print(f"written to {written}")
     return 0
 
 

@@ -72,6 +72,18 @@ def time_generation(model, prompt: torch.Tensor, use_cache: bool) -> tuple[float
     return NEW_TOKENS / (time.perf_counter() - start), tokens
 
 
+def cache_speedup(model, prompt: torch.Tensor) -> dict:
+    """Generation speed with and without the KV cache, and whether both gave the same tokens."""
+    cached_rate, cached_tokens = time_generation(model, prompt, use_cache=True)
+    uncached_rate, uncached_tokens = time_generation(model, prompt, use_cache=False)
+    return {
+        "cached_tokens_per_s": round(cached_rate, 1),
+        "uncached_tokens_per_s": round(uncached_rate, 1),
+        "speedup": round(cached_rate / uncached_rate, 2),
+        "identical_tokens": cached_tokens == uncached_tokens,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget-min", type=float, default=19.0, help="training wall-clock cap in minutes")
@@ -104,26 +116,8 @@ def main() -> int:
     val_text = data.val.tokens.long()
     timing_model = widened(model, TIMING_WINDOW)
     time_generation(timing_model, val_text[:8], use_cache=True)
-    generation = {}
-    for context in CONTEXTS:
-        prompt = val_text[:context]
-        cached_rate, cached_tokens = time_generation(timing_model, prompt, use_cache=True)
-        uncached_rate, uncached_tokens = time_generation(timing_model, prompt, use_cache=False)
-        generation[f"context_{context}"] = {
-            "cached_tokens_per_s": round(cached_rate, 1),
-            "uncached_tokens_per_s": round(uncached_rate, 1),
-            "speedup": round(cached_rate / uncached_rate, 2),
-            "identical_tokens": cached_tokens == uncached_tokens,
-        }
-    prompt = val_text[:64]
-    cached_rate, cached_tokens = time_generation(model, prompt, use_cache=True)
-    uncached_rate, uncached_tokens = time_generation(model, prompt, use_cache=False)
-    generation["trained_window_128_context_64"] = {
-        "cached_tokens_per_s": round(cached_rate, 1),
-        "uncached_tokens_per_s": round(uncached_rate, 1),
-        "speedup": round(cached_rate / uncached_rate, 2),
-        "identical_tokens": cached_tokens == uncached_tokens,
-    }
+    generation = {f"context_{context}": cache_speedup(timing_model, val_text[:context]) for context in CONTEXTS}
+    generation["trained_window_128_context_64"] = cache_speedup(model, val_text[:64])
     sample = generate(model, "ROMEO:", GenerationConfig(max_new_tokens=300, temperature=0.8, top_p=0.95, seed=0))[0]
 
     speedup_512 = generation["context_512"]["speedup"]

@@ -13,17 +13,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("GENLAB_DATA_DIR", str(REPO.parent / "shared" / "data"))
 
 import genlab  # noqa: E402
+from common import machine, print_rows, write_result  # noqa: E402
 from genlab.api import evaluate  # noqa: E402
 
 
@@ -71,14 +70,11 @@ def main() -> int:
         "eval_wall_s": round(eval_wall, 1),
         "target_nll_nats": 92.0,
         "meets_target": result["iwae_nll"] <= 92.0,
-        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "python": platform.python_version(), "device": metrics["training"]["device"]},
+        "machine": machine(metrics["training"]["device"]),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "genlab_version": genlab.__version__,
     }
-    results = REPO / "bench" / "results"
-    results.mkdir(parents=True, exist_ok=True)
-    (results / "vae_mnist.json").write_text(json.dumps(record, indent=2) + "\n")
+    written = write_result(record, name="vae_mnist")
     rows = [
         ("test IWAE NLL (nats)", f"{record['test_iwae_nll_nats']:.2f}", f"k={record['iwae_k']}, n={record['n_test']}; target <= 92"),
         ("test ELBO (nats)", f"{record['test_elbo_nats']:.2f}", ""),
@@ -86,10 +82,8 @@ def main() -> int:
         ("training images/s", f"{record['train_images_per_s']:.0f}", record["machine"]["device"]),
         ("evaluation", f"{record['eval_wall_s']:.0f} s", ""),
     ]
-    print(f"\n{'metric':<24}{'value':>12}  note")
-    for name, value, note in rows:
-        print(f"{name:<24}{value:>12}  {note}")
-    print(f"written to {results / 'vae_mnist.json'}")
+    print_rows(rows)
+    print(f"written to {written}")
     return 0
 
 

@@ -35,7 +35,7 @@ from genlab.tasks import (
     synthesize,
     traverse,
 )
-from genlab.tasks.augment import augmentation_benefit, few_labels, train_classifier
+from genlab.tasks.augment import accuracy, augmentation_benefit, few_labels, train_classifier
 from genlab.tasks.compress import compress, png_bits
 from genlab.tasks.images import load_image, make_mask
 
@@ -242,7 +242,6 @@ def test_superres_model_starts_at_bicubic_and_learns_to_beat_it(sr_dir):
     assert result["upscaled"].shape == images.shape and 0.0 <= result["upscaled"].min() <= result["upscaled"].max() <= 1.0
     assert result["low_res"].shape == (64, 1, 4, 4)
     assert m["psnr"] > m["psnr_bicubic"] + 0.3 and m["ssim"] > m["ssim_bicubic"]
-    assert torch.equal(model.upscale(low_res), model.upscale(low_res))
     with pytest.raises(GenlabError, match="low-resolution"):
         model.upscale(torch.zeros(1, 1, 8, 8))
 
@@ -412,7 +411,9 @@ def test_synthesis_and_the_classifier_comparison():
     result = augmentation_benefit(model, few, few_y, real, real_labels, synthetic_per_class=5, steps=10, seed=0)
     m = result["metrics"]
     assert m["real_examples"] == 20 and m["synthetic_examples"] == 50 and m["test_examples"] == 200
-    assert 0.0 <= m["accuracy_real_only"] <= 1.0 and 0.0 <= m["accuracy_with_synthetic"] <= 1.0
+    # The real-only arm is exactly the plain classifier (same seed and steps): only the synthetic half differs.
+    assert m["accuracy_real_only"] == accuracy(train_classifier(few, few_y, 10, steps=10, seed=0), real, real_labels)
+    assert torch.equal(result["synthetic_images"], synthesize(model, 5, seed=0)[0])
     with pytest.raises(GenlabError, match="conditional"):
         synthesize(VAE(VAEConfig(input_shape=(1, 8, 8), hidden=(16,), latent_dim=2)), 3)
 

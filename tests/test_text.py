@@ -27,7 +27,7 @@ from genlab.errors import GenlabError
 from genlab.models.transformer import GPT, GPTConfig
 from genlab.training import Trainer
 
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, assert_clean_error, run_cli
 
 # Tiny models and windows: every training run here takes a second or two.
 TINY_GPT = ["model.n_layer=1", "model.n_head=2", "model.n_embd=32", "data.block_size=32", "batch_size=8",
@@ -46,19 +46,6 @@ def random_unicode(seed: int, length: int = 200) -> str:
     points = [rng.choice([rng.randrange(0x20, 0x7F), rng.randrange(0x80, 0xD800), rng.randrange(0xE000, 0x110000)])
               for _ in range(length)]
     return "".join(map(chr, points))
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def assert_clean_error(code: int, err: str, *needles: str) -> None:
-    assert code == 2, err
-    assert err.startswith("error: ") and "Traceback" not in err
-    for needle in needles:
-        assert needle.lower() in err.lower(), f"{needle!r} not in {err!r}"
 
 
 # ----------------------------------------------------------------------------- corpora and splits

@@ -2,8 +2,13 @@
 
 Every error a person can cause (bad input, missing data, a corrupted file) is raised as a
 GenlabError carrying what went wrong and what to do about it. The CLI prints it on one or
-two lines and exits non-zero, without a traceback; the Python API lets it propagate.
+two lines and exits non-zero, without a traceback; the Python API lets it propagate. A notice
+that does not stop the work goes through `warn`.
 """
+
+from __future__ import annotations
+
+import sys
 
 
 class GenlabError(Exception):
@@ -15,3 +20,8 @@ class GenlabError(Exception):
 
 class TrainingInterrupted(GenlabError):
     """Training stopped on request (Ctrl-C, SIGTERM) after saving a checkpoint."""
+
+
+def warn(message: str) -> None:
+    """A notice the user should see but that does not stop the work (stderr, prefixed genlab:)."""
+    print(f"genlab: {message}", file=sys.stderr)

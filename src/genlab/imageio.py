@@ -40,11 +40,19 @@ def save_grid(path: str | Path, images: torch.Tensor, value_range=(0.0, 1.0), nr
     picture = Image.fromarray(array[:, :, 0] if mode == "L" else array, mode=mode)
     if scale > 1:
         picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+    return save_png(picture, path)
+
+
+def save_png(picture: Image.Image, path: str | Path) -> Path:
+    """Write a Pillow image as PNG, creating the folder; a clear error if it cannot be written."""
+    path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         picture.save(path, format="PNG")
     except (OSError, ValueError) as e:
-        raise GenlabError(f"cannot write {path}: {e.strerror or e}", "choose an output path in a writable directory") from None
+        # a ValueError (e.g. an unknown extension) has no strerror
+        raise GenlabError(f"cannot write {path}: {getattr(e, 'strerror', None) or e}",
+                          "choose an output path in a writable directory") from None
     return path
 
 
@@ -73,10 +81,4 @@ def save_bar_chart(path: str | Path, values, labels: list[str], title: str, refe
         y = base - reference * scale
         for x in range(margin, width - margin, 8):
             draw.line([x, y, x + 4, y], fill=(200, 60, 60))
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        picture.save(path, format="PNG")
-    except (OSError, ValueError) as e:
-        raise GenlabError(f"cannot write {path}: {e.strerror or e}", "choose an output path in a writable directory") from None
-    return path
+    return save_png(picture, path)

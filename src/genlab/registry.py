@@ -31,4 +31,4 @@ def get_family(name: str) -> type:
 
 def _import_builtin_families() -> None:
     # Importing the modules runs their @register_family decorators.
-    from .models import denoiser, gan, rnn, superres, transformer, vae  # noqa: F401  (importing them runs @register_family)
+    from .models import denoiser, gan, rnn, superres, transformer, vae  # noqa: F401

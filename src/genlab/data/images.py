@@ -16,7 +16,6 @@ All readers are vectorised (np.frombuffer over whole files); nothing is unpickle
 from __future__ import annotations
 
 import gzip
-import sys
 import tarfile
 import zipfile
 import zlib
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import GenlabError
+from ..errors import GenlabError, warn
 from .download import RemoteFile, ensure_files
 
 __all__ = ["RawImages", "DATASETS", "load_raw", "read_idx", "dataset_status"]
@@ -360,10 +359,6 @@ GRAYSCALE_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 FOLDER_LAYOUT = "expected DIR/<class name>/<image>.png (or jpg, jpeg, bmp, gif, webp), one sub-folder per class"
 
 
-def _warn(message: str) -> None:
-    print(f"genlab: {message}", file=sys.stderr)
-
-
 def _open_image(path: Path) -> Image.Image:
     try:
         return Image.open(path)
@@ -400,11 +395,11 @@ def _load_folder(folder: Path, image_size: int | None, channels: int | None) -> 
         classes.append(class_dir.name)
     if skipped:
         shown = ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else "")
-        _warn(f"skipped {len(skipped)} file(s) in {folder} that are not images in a class folder: {shown}")
+        warn(f"skipped {len(skipped)} file(s) in {folder} that are not images in a class folder: {shown}")
     if not files:
         raise GenlabError(f"{folder} has no images in its class sub-folders", FOLDER_LAYOUT)
     if empty:
-        _warn(f"ignoring class folder(s) without images in {folder}: {', '.join(empty)}")
+        warn(f"ignoring class folder(s) without images in {folder}: {', '.join(empty)}")
 
     # First pass reads only headers (cheap): modes decide the channel count, the first size the target size.
     modes = []
@@ -418,7 +413,7 @@ def _load_folder(folder: Path, image_size: int | None, channels: int | None) -> 
     if image_size is None:
         image_size = min(first_size)
         if first_size[0] != first_size[1]:
-            _warn(
+            warn(
                 f"the first image {files[0].relative_to(folder)} is {first_size[0]}x{first_size[1]}, not square; "
                 f"resizing all images to {image_size}x{image_size} (set data.image_size to choose)"
             )

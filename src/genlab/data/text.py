@@ -34,14 +34,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import GenlabError
+from ..errors import GenlabError, warn
 from .download import RemoteFile, ensure_files
 
 # Nothing in genlab asks the Hugging Face hub for anything; make sure no library does either.
@@ -73,10 +72,6 @@ TINYSHAKESPEARE = RemoteFile(
     ("https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",),
     sha256="86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
 )
-
-
-def _warn(message: str) -> None:
-    print(f"genlab: {message}", file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------- corpora
@@ -168,7 +163,7 @@ def _read_folder(folder: Path) -> str:
         text = read_text_file(path)
         documents.append(text if text.endswith("\n") else text + "\n")
     if empty:
-        _warn(f"skipped {len(empty)} empty file(s) in {folder}: {', '.join(empty[:5])}{' ...' if len(empty) > 5 else ''}")
+        warn(f"skipped {len(empty)} empty file(s) in {folder}: {', '.join(empty[:5])}{' ...' if len(empty) > 5 else ''}")
     if not documents:
         raise GenlabError(f"{folder} holds no text files", "put UTF-8 text files (any name, any depth) in the folder")
     # A blank line between documents, so one file's last line does not run into the next file.
@@ -191,7 +186,7 @@ class CharTokenizer:
 
     @classmethod
     def from_text(cls, text: str) -> "CharTokenizer":
-        return cls(sorted(set(text)))
+        return cls(list(set(text)))  # __init__ sorts them
 
     @property
     def vocab_size(self) -> int:

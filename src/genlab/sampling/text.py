@@ -13,12 +13,11 @@ is text that might be the beginning of a stop string.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 
 import torch
 
-from ..errors import GenlabError
+from ..errors import GenlabError, warn
 from .decoding import GenerationConfig, beam_search, context_start, generate_tokens
 
 REPLACEMENT = "\ufffd"  # what a cut-off UTF-8 character decodes to
@@ -33,8 +32,8 @@ def prompt_tokens(model, prompt: str) -> torch.Tensor:
     window = model.context_window
     if window is not None and len(ids) > window:
         kept = len(ids) - context_start(0, len(ids), window)
-        print(f"genlab: the prompt is {len(ids)} tokens, longer than the model's context window of {window}; "
-              f"generation reads only its last {kept} tokens", file=sys.stderr)
+        warn(f"the prompt is {len(ids)} tokens, longer than the model's context window of {window}; "
+             f"generation reads only its last {kept} tokens")
     return ids
 
 
@@ -94,21 +93,13 @@ def generate(model, prompt: str = "", config: GenerationConfig | None = None, *,
     """config.num_return_sequences continuations of `prompt` (beam search when config.num_beams > 1)."""
     config = config or GenerationConfig()
     ids = prompt_tokens(model, prompt)
-    tokenizer = model.tokenizer
+    rows = [Continuation(model.tokenizer, config.stop) for _ in range(config.num_return_sequences)]
     if config.num_beams > 1:
         sequences, _ = beam_search(model, ids, config)
-        texts = []
-        for sequence in sequences:
-            continuation = Continuation(tokenizer, config.stop)
-            for token in sequence[len(ids):].tolist():
-                continuation.push(token)
-                if continuation.done:
-                    break
-            continuation.close()
-            texts.append(continuation.text)
-        return texts
-    rows = [Continuation(tokenizer, config.stop) for _ in range(config.num_return_sequences)]
-    steps = generate_tokens(model, ids.repeat(len(rows), 1), config, generator)
+        # The finished beams, fed step by step like sampled tokens: [n] per step.
+        steps = (column for column in sequences[:, len(ids):].T)
+    else:
+        steps = generate_tokens(model, ids.repeat(len(rows), 1), config, generator)
     try:
         for tokens in steps:
             for row, token in zip(rows, tokens.tolist()):

@@ -205,13 +205,29 @@ def _table(title: str, rows: list[tuple[str, str, str]]) -> None:
         print(f"  {name:<30}{value:>12}  {note}")
 
 
+def _save_result(output: str, source: str, data_range, result, columns: dict) -> None:
+    """Write -o: for an image file, the result itself at its own resolution; for a data set, a
+    comparison grid of the first 8 images, one row each with `columns` (name -> images) side by side."""
+    import torch
+
+    from .images import save_image, save_strip
+
+    if source == "files":
+        path = save_image(output, result[0], data_range)
+    else:
+        rows = torch.stack(list(columns.values()), dim=1)[:8].flatten(0, 1)
+        path = save_strip(output, rows, data_range, nrow=len(columns))
+        print(f"grid rows: {' | '.join(columns)}")
+    print(f"wrote {path}")
+
+
 # ----------------------------------------------------------------------------- tasks
 
 
 def _inpaint(model, args) -> None:
     import torch
 
-    from .images import dataset_images, load_image, make_mask, save_image, save_strip
+    from .images import dataset_images, load_image, make_mask
     from .inpaint import inpaint, masked_psnr, mean_fill, require_latent_generator
 
     require_latent_generator(model, "inpainting")  # fail on the model before reading any file
@@ -234,22 +250,15 @@ def _inpaint(model, args) -> None:
            [("model", f"{model_psnr:.2f} dB", f"{model.family}"),
             ("mean fill (baseline)", f"{baseline_psnr:.2f} dB", "mean of the known pixels"),
             ("gain", f"{model_psnr - baseline_psnr:+.2f} dB", "")])
-    if source == "files":
-        path = save_image(args.output, result[0], data_range)
-    else:
-        low, high = data_range
-        masked = torch.where(mask.expand_as(images), (low + high) / 2, images)  # missing pixels shown mid-grey
-        rows = torch.stack([masked, baseline, result, images], dim=1)[:8].flatten(0, 1)
-        path = save_strip(args.output, rows, data_range, nrow=4)
-        print("grid rows: masked input | mean fill | inpainted | original")
-    print(f"wrote {path}")
+    masked = torch.where(mask.expand_as(images), sum(data_range) / 2, images)  # missing pixels shown mid-grey
+    _save_result(args.output, source, data_range, result,
+                 {"masked input": masked, "mean fill": baseline, "inpainted": result, "original": images})
 
 
 def _superres(model, args) -> None:
-    import torch
     import torch.nn.functional as F
 
-    from .images import dataset_images, load_image, save_image, save_strip
+    from .images import dataset_images, load_image, save_image
     from .superres import evaluate_superres, superres
 
     model.require("upscale", "super-resolution")
@@ -272,21 +281,14 @@ def _superres(model, args) -> None:
            [("PSNR model", f"{m['psnr']:.2f} dB", f"SSIM {m['ssim']:.4f}"),
             ("PSNR bicubic (baseline)", f"{m['psnr_bicubic']:.2f} dB", f"SSIM {m['ssim_bicubic']:.4f}"),
             ("gain", f"{m['psnr_gain_db']:+.2f} dB", "")])
-    if source == "files":
-        path = save_image(args.output, result["upscaled"][0], data_range)
-    else:
-        nearest = F.interpolate(result["low_res"], scale_factor=config.scale, mode="nearest")
-        rows = torch.stack([nearest, result["bicubic"], result["upscaled"], high_res], dim=1)[:8].flatten(0, 1)
-        path = save_strip(args.output, rows, data_range, nrow=4)
-        print("grid rows: low-res input | bicubic | model | original")
-    print(f"wrote {path}")
+    nearest = F.interpolate(result["low_res"], scale_factor=config.scale, mode="nearest")  # the input, pixels enlarged
+    _save_result(args.output, source, data_range, result["upscaled"],
+                 {"low-res input": nearest, "bicubic": result["bicubic"], "model": result["upscaled"], "original": high_res})
 
 
 def _denoise(model, args) -> None:
-    import torch
-
     from .denoise import denoise, evaluate_denoise, parse_noise
-    from .images import dataset_images, load_image, save_image, save_strip
+    from .images import dataset_images, load_image, save_image
 
     model.require("denoise", "denoising")
     source = _source(args)
@@ -313,13 +315,8 @@ def _denoise(model, args) -> None:
             ("PSNR noisy input", f"{m['psnr_noisy']:.2f} dB", f"SSIM {m['ssim_noisy']:.4f}"),
             ("PSNR classical filter", f"{m['psnr_classical']:.2f} dB", f"SSIM {m['ssim_classical']:.4f}"),
             ("gain over the filter", f"{m['psnr'] - m['psnr_classical']:+.2f} dB", m["classical_filter"])])
-    if source == "files":
-        path = save_image(args.output, result["denoised"][0], data_range)
-    else:
-        rows = torch.stack([result["noisy"], result["classical"], result["denoised"], clean], dim=1)[:8].flatten(0, 1)
-        path = save_strip(args.output, rows, data_range, nrow=4)
-        print("grid rows: noisy | classical filter | model | clean")
-    print(f"wrote {path}")
+    _save_result(args.output, source, data_range, result["denoised"],
+                 {"noisy": result["noisy"], "classical filter": result["classical"], "model": result["denoised"], "clean": clean})
 
 
 def _tuning_images(model, against: str, seed: int):

@@ -26,6 +26,7 @@ from PIL import Image
 
 from ..errors import GenlabError
 from ..imageio import to_uint8
+from ..metrics.image import psnr
 
 BATCH = 1000
 MAX_SYMBOL = 127  # codes are clipped to [-127, 127]: int8, and no histogram needs more bins
@@ -96,8 +97,6 @@ def compress(model, images: torch.Tensor, entropy_model: EntropyModel) -> dict:
     decoded = decode_codes(model, codes, step)
     low, high = tuple(model.config.data_range)
     bits = entropy_model.bits(codes)
-    squared_error = (decoded.double() - images.double()).pow(2).flatten(1).mean(1)
-    per_image_psnr = 10 * torch.log10((high - low) ** 2 / squared_error.clamp_min(1e-12))
     png = png_bits(images, (low, high))
     values = images[0].numel()
     return {
@@ -109,7 +108,7 @@ def compress(model, images: torch.Tensor, entropy_model: EntropyModel) -> dict:
             "png_bits_per_image": png.mean().item(),
             "raw_bits_per_image": 8.0 * values,
             "compression_vs_png": png.mean().item() / max(bits.mean().item(), 1e-9),
-            "psnr": per_image_psnr.mean().item(),
+            "psnr": psnr(decoded, images, high - low),
             "bits_per_value": bits.mean().item() / values,
         },
         "codes": codes,
@@ -127,5 +126,4 @@ def unquantised_psnr(model, images: torch.Tensor) -> float:
     with torch.no_grad():
         decoded = torch.cat([model.decoder_mean(model.encode(x.to(model.device))[0]).cpu() for x in images.split(BATCH)])
     low, high = tuple(model.config.data_range)
-    mse = (decoded.double() - images.double()).pow(2).flatten(1).mean(1).clamp_min(1e-12)
-    return (10 * torch.log10((high - low) ** 2 / mse)).mean().item()
+    return psnr(decoded, images, high - low)

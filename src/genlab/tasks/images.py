@@ -16,23 +16,17 @@ is then resized):
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import GenlabError
-from ..imageio import display_scale, make_grid, to_uint8
+from ..errors import GenlabError, warn
+from ..imageio import display_scale, make_grid, save_grid, save_png, to_uint8
 
 GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F"}
 MASK_SPECS = "box:LEFT,TOP,WIDTH,HEIGHT, half:top|bottom|left|right, random:FRACTION, or a PNG (white = missing)"
-
-
-def notice(message: str) -> None:
-    """Tell the person about a conversion they did not ask for (stderr, so results stay on stdout)."""
-    print(f"genlab: {message}", file=sys.stderr)
 
 
 def _open(path: str | Path, what: str = "image") -> Image.Image:
@@ -61,11 +55,11 @@ def load_image(path: str | Path, shape: tuple[int, ...], data_range=(0.0, 1.0)) 
         # Transparent pixels become black, the background of the built-in data sets.
         background = Image.new("RGBA", picture.size, (0, 0, 0, 255))
         picture = Image.alpha_composite(background, picture.convert("RGBA"))
-        notice(f"{path}: transparency flattened onto black")
+        warn(f"{path}: transparency flattened onto black")
     if channels == 1 and colour:
-        notice(f"{path}: converted the colour image to grayscale for this 1-channel model")
+        warn(f"{path}: converted the colour image to grayscale for this 1-channel model")
     elif channels == 3 and not colour:
-        notice(f"{path}: converted the grayscale image to RGB for this 3-channel model")
+        warn(f"{path}: converted the grayscale image to RGB for this 3-channel model")
     if picture.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit or float grey: scaled to 8 bits by its own range
         values = np.asarray(picture, dtype=np.float64)
         span = max(values.max() - values.min(), 1e-12)
@@ -73,7 +67,7 @@ def load_image(path: str | Path, shape: tuple[int, ...], data_range=(0.0, 1.0)) 
     picture = picture.convert(target_mode)
     original_size = picture.size
     if original_size != (width, height):
-        notice(f"{path}: resized from {original_size[0]}x{original_size[1]} to {width}x{height}, the model's image size")
+        warn(f"{path}: resized from {original_size[0]}x{original_size[1]} to {width}x{height}, the model's image size")
         # Lanczos keeps edges when shrinking (Pillow's antialiased filter); bicubic when enlarging.
         shrinking = original_size[0] > width or original_size[1] > height
         picture = picture.resize((width, height), Image.Resampling.LANCZOS if shrinking else Image.Resampling.BICUBIC)
@@ -154,14 +148,12 @@ def save_image(path: str | Path, image: torch.Tensor, data_range=(0.0, 1.0)) -> 
     path = Path(path)
     pixels = to_uint8(image.reshape(-1, *image.shape[-3:])[0], data_range).permute(1, 2, 0).numpy()
     picture = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels, mode="L" if pixels.shape[2] == 1 else "RGB")
-    return _save(picture, path, "PNG")
+    return save_png(picture, path)
 
 
 def save_strip(path: str | Path, images: torch.Tensor, data_range=(0.0, 1.0), nrow: int | None = None) -> Path:
     """Images [N, C, H, W] as one grid PNG, `nrow` per row, enlarged so small images are visible."""
-    array = make_grid(images, data_range, nrow=nrow)
-    picture = _grid_picture(array, display_scale(images.shape[-2]))
-    return _save(picture, Path(path), "PNG")
+    return save_grid(path, images, data_range, nrow, scale=display_scale(images.shape[-2]))
 
 
 def save_gif(path: str | Path, frames: list[torch.Tensor], data_range=(0.0, 1.0), nrow: int | None = None,
@@ -184,15 +176,6 @@ def save_gif(path: str | Path, frames: list[torch.Tensor], data_range=(0.0, 1.0)
 def _grid_picture(array: np.ndarray, scale: int) -> Image.Image:
     picture = Image.fromarray(array[:, :, 0], mode="L") if array.shape[2] == 1 else Image.fromarray(array, mode="RGB")
     return picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST) if scale > 1 else picture
-
-
-def _save(picture: Image.Image, path: Path, image_format: str) -> Path:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        picture.save(path, format=image_format)
-    except (OSError, ValueError) as e:
-        raise GenlabError(f"cannot write {path}: {getattr(e, 'strerror', None) or e}", "choose a writable output path") from None
-    return path
 
 
 # ----------------------------------------------------------------------------- data set images

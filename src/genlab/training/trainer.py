@@ -15,6 +15,7 @@ without having to capture RNG states.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import signal
@@ -106,7 +107,6 @@ class Trainer:
         self.step = 0
         self._stop_requested = False
         self._writer = None
-        self._class_monitor = None  # the shipped classifier for the data set, False if none (see _write_class_shares)
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -282,6 +282,14 @@ class Trainer:
                 written["class_histogram"] = path
         return written
 
+    @functools.cached_property
+    def _class_monitor(self):
+        """The shipped classifier for the data set (None without one), loaded at first use."""
+        from ..metrics.features import classifier_for_dataset
+
+        dataset = getattr(getattr(self.data, "spec", None), "name", None)
+        return classifier_for_dataset(dataset) if dataset else None
+
     @torch.no_grad()
     def _write_class_shares(self, directory: Path, suffix: str) -> Path | None:
         """Shares of each class among samples, as the shipped classifier for the data set sees them.
@@ -289,17 +297,11 @@ class Trainer:
         Mode collapse shows here first: a GAN that draws only a few digits still makes sharp
         sample grids. Written as a bar chart PNG, TensorBoard scalars and a log line; skipped
         for data sets without a shipped classifier."""
-        from ..metrics.features import classifier_for_dataset
         from ..metrics.image import class_histogram
 
-        if self._class_monitor is False:
-            return None
-        if self._class_monitor is None:
-            dataset = getattr(getattr(self.data, "spec", None), "name", None)
-            self._class_monitor = (classifier_for_dataset(dataset) if dataset else None) or False
-            if self._class_monitor is False:
-                return None
         classifier = self._class_monitor
+        if classifier is None:
+            return None
         low, high = self.data.value_range
         self.model.eval()
         try:
@@ -309,8 +311,9 @@ class Trainer:
         finally:
             self.model.train()
         unit = ((images.float().cpu() - low) / (high - low)).clamp(0.0, 1.0)
-        predicted = classifier.probabilities(unit).argmax(1)
-        shares = class_histogram(predicted, self.data.num_classes or 10)
+        probabilities = classifier.probabilities(unit)
+        predicted = probabilities.argmax(1)
+        shares = class_histogram(predicted, probabilities.shape[1])
         labels = [str(k) for k in range(len(shares))]
         even = 1.0 / len(shares)
         path = save_bar_chart(directory / f"class_histogram{suffix}.png", shares, labels,
