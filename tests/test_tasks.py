@@ -387,6 +387,16 @@ def test_traversal_moves_one_dimension_at_a_time(vae):
     assert prior_grid.shape == (2, 3, 1, 8, 8) and prior_dims == [0, 1]
 
 
+def test_gan_traversal_from_the_prior_centre_decodes_with_its_generator(gan):
+    # A GAN has 'decode' (its generator) but no encoder: it traverses from z = 0, not from an image.
+    grid, dims = traverse(gan, None, dims=2, span=1.0, steps=3)
+    z = torch.zeros(2, 3, 4)
+    z[0, :, 0] = z[1, :, 1] = torch.linspace(-1, 1, 3)
+    assert dims == [0, 1] and torch.allclose(grid, gan.generate(z.view(6, 4), None).view(2, 3, 1, 8, 8))
+    with pytest.raises(GenlabError, match="'encode'"):
+        traverse(gan, torch.zeros(1, 1, 8, 8))
+
+
 # ----------------------------------------------------------------------------- augmentation
 
 
@@ -487,7 +497,7 @@ def test_cli_bad_input(tiny_model_dir, sr_dir, tmp_path, capsys):
     assert_clean_error(*run_cli(capsys, "apply", "denoise", model, str(digit))[::2], "denoise", "denoiser")
     assert_clean_error(*run_cli(capsys, "apply", "augment", model)[::2], "conditional", "vae")
     assert_clean_error(*run_cli(capsys, "apply", "inpaint", str(sr_dir), str(digit), "--mask", "box:0,0,2,2")[::2],
-                       "latent generator", "gan")
+                       "'decode' capability", "gan")
     assert_clean_error(*run_cli(capsys, "apply", "inpaint", model, "--mask", "box:0,0,2,2")[::2], "no input")
     assert_clean_error(*run_cli(capsys, "apply", "compress", model, "--against", "digits:test", "--step", "0")[::2], "step")
     assert_clean_error(*run_cli(capsys, "apply", "denoise", model.replace("tiny", "none"), str(digit))[::2], "no model")

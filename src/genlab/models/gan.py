@@ -345,8 +345,9 @@ def _randn(shape: tuple[int, ...], generator: torch.Generator | None, device: to
 @register_family("gan")
 class GAN(GenerativeModel):
     config_class = GANConfig
-    # An instance drops "conditional" unless it was trained with labels.
-    capabilities = frozenset({"sample", "conditional"})
+    # An instance drops "conditional" unless it was trained with labels. "decode": the
+    # generator maps a latent code to an image (no encoder), which latent search needs.
+    capabilities = frozenset({"sample", "decode", "conditional"})
 
     def __init__(self, config: GANConfig):
         super().__init__(config)
@@ -363,6 +364,10 @@ class GAN(GenerativeModel):
         low, high = self.config.data_range
         unit = self.generator(z, labels)
         return unit if (low, high) == (-1.0, 1.0) else low + (high - low) * (unit + 1.0) / 2.0
+
+    def decoder_mean(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The 'decode' capability: G is deterministic, so the decoded image is G(z, y)."""
+        return self.generate(z, labels)
 
     def discriminate(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """D's raw output per example, [B] (a logit for bce, a critic value otherwise)."""

@@ -58,20 +58,12 @@ def masked_psnr(result: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor, d
 
 
 def require_latent_generator(model, purpose: str):
-    """(decode(z, labels) -> images in the data range, encoder or None) for a latent model."""
-    if "decode" in model.capabilities:  # VAE: decoder mean, and an encoder to start from
-        return model.decoder_mean, model.encode
-    if model.family == "gan":  # a generator without an encoder: latent search from prior draws
-        return model.generate, None
-    from ..registry import FAMILIES, get_family
+    """(decode(z, labels) -> images in the data range, encoder or None) for a latent model.
 
-    get_family("vae")  # makes sure every built-in family is registered before listing them
-    having = sorted({name for name, cls in FAMILIES.items() if "decode" in cls.capabilities} | {"gan"})
-    raise GenlabError(
-        f"{purpose} needs a latent generator (the 'decode' capability, or a GAN's generator); "
-        f"this {model.family} model has neither",
-        f"families that have one: {', '.join(having)}",
-    )
+    A VAE also has an encoder to start the search from; a GAN's generator has none, so the
+    search starts from prior draws."""
+    model.require("decode", purpose)
+    return model.decoder_mean, (model.encode if "encode" in model.capabilities else None)
 
 
 def _check_inputs(model, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
