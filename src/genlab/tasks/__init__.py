@@ -1,12 +1,12 @@
 """Applications on top of trained models; each reports how it compares with the obvious baseline.
 
     task         needs (capability)          baseline
-    inpaint      decode (VAE) or a GAN       mean of the known pixels
+    inpaint      decode (VAE, GAN)           mean of the known pixels
     superres     upscale (superres)          bicubic interpolation
     denoise      denoise (denoiser)          the noisy input; the best tuned scikit-image filter
     anomaly      log_likelihood / encode     chance (AUROC 0.5)
     interpolate  encode + decode (VAE)       linear vs spherical paths
-    traverse     decode (VAE)                -
+    traverse     decode (VAE, GAN)           -
     augment      conditional                 the same classifier without synthetic data
     compress     encode + decode (VAE)       the PNG file of the same image
 
