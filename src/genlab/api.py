@@ -14,6 +14,8 @@ from ._version import __version__
 from .artifact import read_config, save_weights, write_config, write_metrics
 from .config import TrainConfig, apply_overrides, from_dict, load_recipe, to_dict
 from .data import ImageDataSpec, TextDataSpec, load_image_data, load_text_data
+from .data.jsb import PianoRollDataSpec, load_pianoroll_data
+from .data.music import MusicDataSpec, load_music_data
 from .data.text import load_tokenizer, save_tokenizer
 from .errors import GenlabError, TrainingInterrupted
 from .imageio import display_scale, save_grid
@@ -46,7 +48,7 @@ def _check_writable(directory: Path) -> None:
 
 
 # The data section a family's recipe holds, by the family's data_kind.
-DATA_SPECS = {"image": ImageDataSpec, "text": TextDataSpec}
+DATA_SPECS = {"image": ImageDataSpec, "text": TextDataSpec, "pianoroll": PianoRollDataSpec, "music": MusicDataSpec}
 DATA_DECIDES = {  # how to change a model setting that the data dictates
     "block_size": "set data.block_size instead (the training windows are the model's context)",
     "vocab_size": "the tokenizer decides it (data.tokenizer; data.vocab_size for BPE)",
@@ -57,6 +59,10 @@ def _load_data(spec, resumed_run: Path | None):
     if isinstance(spec, TextDataSpec):
         # A resumed run keeps the tokenizer it started with: its weights are tied to those ids.
         return load_text_data(spec, tokenizer=load_tokenizer(resumed_run) if resumed_run is not None else None)
+    if isinstance(spec, PianoRollDataSpec):
+        return load_pianoroll_data(spec)
+    if isinstance(spec, MusicDataSpec):
+        return load_music_data(spec)
     return load_image_data(spec)
 
 

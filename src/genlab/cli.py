@@ -54,6 +54,25 @@ self-BLEU of n samples (temperature 1) beside the same metrics of n real snippet
     "info": "example:\n  genlab info runs/vae-digits-...",
     "recipes": "example:\n  genlab recipes",
     "datasets": "example:\n  genlab datasets",
+    "compose": """examples:
+  genlab train gpt-chorales --out runs/chorales          # an event GPT on the bundled Bach chorales, ~5 min
+  genlab compose runs/chorales --bars 16 --seed 0 -o piece.mid        # writes piece.mid, piece.wav, piece.png
+  genlab compose runs/chorales --key "D minor" --tempo 80 --temperature 0.9 --top-p 0.95 -o d.mid
+  genlab compose runs/chorales --prompt opening.mid --bars 8 -o continued.mid   # continue your MIDI file
+  genlab compose runs/lstm-jsb-... --bars 16 -o jsb.mid                # a piano-roll model works the same way
+
+--bars counts the new 4/4 bars (after the prompt). --key transposes the finished piece (prompt
+included) by the smallest shift that makes its best-fitting key of that mode the one asked for;
+out-of-key notes are kept. The WAV uses FluidSynth with a General-MIDI soundfont when both are
+installed (apt install fluidsynth fluid-soundfont-gm), else the built-in additive synthesiser.""",
+    "serve": """examples:
+  genlab serve --models runs/                     # http://127.0.0.1:8000: the studio at /, the API reference at /docs
+  genlab serve --models runs/ --port 9000 --workers 4 --timeout 120
+  curl -s localhost:8000/v1/models
+
+Every sub-folder of --models that holds a model directory is served under its folder's name.
+The server binds 127.0.0.1 (this machine only) unless --host says otherwise; it has no
+authentication, so put a reverse proxy with authentication in front before exposing it.""",
 }
 
 
@@ -127,6 +146,29 @@ Run `genlab COMMAND --help` for a command's options and examples.""",
 
     add("recipes", "list the training recipes")
     add("datasets", "list the data sets and whether they are available offline")
+
+    p = add("compose", "compose a piece with a music model: a MIDI file, a WAV beside it and a piano-roll PNG")
+    p.add_argument("model", help="model directory of a music model (gpt-music, lstm-music, or a piano-roll model)")
+    p.add_argument("--bars", type=int, default=16, help="new 4/4 bars to compose (default 16)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperature", "-t", type=float, default=1.0, help="0 = greedy; below 1 safer, above 1 wilder (default 1)")
+    p.add_argument("--top-p", type=float, help="event models: sample from the smallest set of events holding this probability")
+    p.add_argument("--tempo", type=float, help="quarter notes per minute (default 120)")
+    p.add_argument("--key", help='transpose the piece into this key, e.g. "D minor", "Bb", "F# major"')
+    p.add_argument("--prompt", metavar="MIDI", help="a MIDI file to continue")
+    p.add_argument("--renderer", choices=("auto", "fluidsynth", "additive"), default="auto",
+                   help="how the WAV is made (default auto: FluidSynth if installed, else the built-in synthesiser)")
+    p.add_argument("-o", "--output", default="composition.mid", help="MIDI file to write; .wav and .png go beside it")
+
+    p = add("serve", "serve the models in a folder over HTTP: the JSON API, /docs and the web studio")
+    p.add_argument("--models", required=True, metavar="DIR", help="folder whose sub-folders are model directories")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--workers", type=int, default=2, help="inference worker threads (default 2)")
+    p.add_argument("--queue", type=int, default=16, help="jobs that may wait for a worker before 429 (default 16)")
+    p.add_argument("--timeout", type=float, default=60.0, help="time limit per request in seconds (default 60)")
+    p.add_argument("--max-loaded", type=int, default=4, help="models kept in memory, least recently used dropped (default 4)")
+    p.add_argument("--torch-threads", type=int, help="intra-op threads per worker (default: CPU cores / workers)")
     from .tasks.cli import add_apply_command  # `genlab apply TASK ...`: the image applications
 
     add_apply_command(sub)
@@ -156,7 +198,12 @@ def _cmd_train(args) -> None:
         for name in ("samples.png", "reconstructions.png", "samples.txt", "metrics.json"):
             if (Path(run_dir) / name).is_file():
                 print(f"  {Path(run_dir) / name}")
-        if (Path(run_dir) / "tokenizer.json").is_file():
+        family = json.loads((Path(run_dir) / "config.json").read_text()).get("family")
+        from .registry import get_family
+
+        if get_family(family).data_kind in ("music", "pianoroll"):
+            print(f"next: genlab compose {run_dir} --bars 16 --seed 0 -o piece.mid")
+        elif (Path(run_dir) / "tokenizer.json").is_file():
             print(f'next: genlab generate {run_dir} --prompt "..." --max-new-tokens 300 --temperature 0.8   |   '
                   f"genlab eval {run_dir}")
         else:
@@ -174,6 +221,9 @@ def _cmd_sample(args) -> None:
     model = load(args.model)
     if model.data_kind == "text":
         return _sample_texts(model, args)
+    if model.data_kind in ("music", "pianoroll"):
+        raise GenlabError(f"{args.model} is a music model: it composes pieces rather than image grids",
+                          f"genlab compose {args.model} --bars 16 -o piece.mid")
     n = args.n or 64
     images = sample(model, n, seed=args.seed, condition=args.label)
     path = save_samples(model, images, args.output or "samples.png")
@@ -243,6 +293,12 @@ def _cmd_eval(args) -> None:
                       features=args.features, metrics=groups, max_new_tokens=args.max_new_tokens)
     if result.get("kind") == "text":
         return _print_text_eval(args.model, result)
+    if result.get("kind") == "pianoroll":
+        row = result["frame_nll"]
+        print(f"frame-level NLL on {result['data']} ({row['pieces']} pieces, {row['frames']} frames; nats per frame)")
+        print(f"  every frame {row['nll_per_frame']:.4f}   without each piece's first {row['nll_per_frame_after_first']:.4f}")
+    if result.get("kind") == "music":
+        return _print_music_eval(args.model, result)
     if "likelihood" in result:
         lik = result["likelihood"]
         print(f"likelihood on {result['data']} (n={lik['n']}, IWAE k={lik['iwae_k']}, seed {result['seed']}; nats per image)")
@@ -277,6 +333,26 @@ def _print_text_eval(model_dir, result: dict) -> None:
             shown = [f"{v:>10.4f}" if v is not None else f"{'n/a':>10}" for v in (value, reference)]
             print(f"  {key:<14}{shown[0]}{' ' + shown[1]}")
         print("  distinct-n: unique n-grams / all n-grams (higher = more varied); self-BLEU: 0-100 (higher = more alike)")
+    print(f"written to {Path(model_dir) / 'metrics.json'} in {result['seconds']:.1f} s")
+
+
+def _print_music_eval(model_dir, result: dict) -> None:
+    if "likelihood" in result:
+        print(f"held-out pieces of {result['data']} (every event scored once, in windows of the model's context)")
+        print(f"  {'split':<8}{'events':>10}{'nats/event':>12}{'perplexity':>12}")
+        for split, row in result["likelihood"].items():
+            print(f"  {split:<8}{row['events']:>10,}{row['loss']:>12.4f}{row['perplexity']:>12.3f}")
+    if "samples" in result:
+        samples = result["samples"]
+        print(f"{samples['n']} samples of {samples['bars']} bars (temperature 1, seed {result['seed']}) beside the "
+              f"{samples['reference_split']} pieces")
+        print(f"  {'statistic':<38}{'samples':>10}{'data':>10}")
+        for key in ("notes_per_bar", "polyphony", "in_key_ratio", "mean_note_quarters"):
+            print(f"  {key:<38}{samples['statistics'][key]:>10.3f}{samples['reference'][key]:>10.3f}")
+        print(f"  {'distance to the data':<38}{'samples':>10}{'floor':>10}")
+        for key in ("pitch_class_distance", "pitch_class_distance_key_normalized", "note_length_distance"):
+            print(f"  {key:<38}{samples['distances'][key]:>10.3f}{samples['floor'][key]:>10.3f}")
+        print("  distances: total variation, 0 = same distribution; floor: the train pieces against the same pieces")
     print(f"written to {Path(model_dir) / 'metrics.json'} in {result['seconds']:.1f} s")
 
 
@@ -321,6 +397,41 @@ def _cmd_datasets(args) -> None:
     print("text (gpt, lstm; data.tokenizer=char|byte|bpe):")
     for name, description in TEXT_DATASETS.items():
         print(f"  {name:<16} {text_dataset_status(name, root):<9} {description}")
+    from .data.music import MUSIC_DATASETS, music_dataset_status
+
+    print("music events (gpt-music, lstm-music; genlab compose):")
+    for name, description in MUSIC_DATASETS.items():
+        print(f"  {name:<16} {music_dataset_status(name, root):<9} {description}")
+    from .data.jsb import PIANOROLL_DATASETS, pianoroll_dataset_status
+
+    print("piano-roll frames (pianoroll: lstm-jsb, rnn-nade-jsb):")
+    for name, description in PIANOROLL_DATASETS.items():
+        print(f"  {name:<16} {pianoroll_dataset_status(name, root):<9} {description}")
+
+
+def _cmd_compose(args) -> None:
+    from .artifact import load
+    from .tasks.compose import compose
+
+    if not args.output.lower().endswith((".mid", ".midi")):  # before the model runs
+        raise GenlabError(f"-o {args.output} is not a MIDI file name", "name it NAME.mid; NAME.wav and NAME.png go beside it")
+    model = load(args.model)
+    composition = compose(model, bars=args.bars, seed=args.seed, temperature=args.temperature, top_p=args.top_p,
+                          tempo=args.tempo, key=args.key, prompt_midi=args.prompt, renderer=args.renderer)
+    midi, wav, png = composition.save(args.output)
+    prompt = f" after {composition.prompt_bars:.1f} bars of prompt" if args.prompt else ""
+    key = f", moved {composition.transposed_by:+d} semitones into {composition.key}" if composition.key else ""
+    print(f"composed {composition.bars} bars{prompt}: {composition.notes} notes, {composition.seconds:.1f} s at "
+          f"{composition.tempo:g} bpm (seed {args.seed}{key})")
+    print(f"wrote {midi}")
+    print(f"wrote {wav}  ({'FluidSynth' if composition.renderer == 'fluidsynth' else 'built-in additive synthesiser'})")
+    print(f"wrote {png}")
+
+
+def _cmd_serve(args) -> int:
+    from .serve.cli import serve
+
+    return serve(args)
 
 
 def _cmd_apply(args) -> int:
@@ -330,7 +441,8 @@ def _cmd_apply(args) -> int:
 
 
 COMMANDS = {"train": _cmd_train, "sample": _cmd_sample, "generate": _cmd_generate, "eval": _cmd_eval,
-            "info": _cmd_info, "recipes": _cmd_recipes, "datasets": _cmd_datasets, "apply": _cmd_apply}
+            "info": _cmd_info, "recipes": _cmd_recipes, "datasets": _cmd_datasets, "apply": _cmd_apply,
+            "serve": _cmd_serve, "compose": _cmd_compose}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -135,9 +135,15 @@ def evaluate(model_dir: str | Path, *, against: str | None = None, n: int | None
     if n is not None and (not isinstance(n, int) or n <= 0):
         raise GenlabError(f"-n must be a positive integer, got {n}")
     model = load(model_dir)
+    if model.data_kind == "pianoroll":
+        from .metrics.pianoroll import evaluate_pianoroll
+
+        return evaluate_pianoroll(model, model_dir, against=against)
     if model.data_kind == "text":
         return evaluate_text(model, model_dir, against=against, n=n, seed=seed, features=features, metrics=metrics,
                              max_new_tokens=max_new_tokens, progress=progress)
+    if model.data_kind == "music":
+        return evaluate_music(model, model_dir, against=against, n=n, seed=seed, metrics=metrics, progress=progress)
     config = model.artifact_config
     data_name, split = parse_against(against, config["data"]["name"])
     spec_values = dict(config["data"])
@@ -282,6 +288,57 @@ def evaluate_text(model, model_dir: str | Path, *, against: str | None, n: int |
             "reference": text_diversity(real_snippets(data, splits[0], n_samples, max_new_tokens, seed), seed),
             "reference_definition": f"{n_samples} real snippets of {max_new_tokens} tokens from {data_name}:{splits[0]}",
             "examples": texts[:3],
+        }
+    result["seconds"] = round(time.perf_counter() - start, 2)
+    write_metrics(model_dir, {"eval": result})
+    return result
+
+
+MUSIC_SAMPLES, MUSIC_SAMPLE_BARS = 20, 8
+
+
+@torch.no_grad()
+def event_likelihood(model, data, split: str, batch_size: int = 32) -> dict:
+    """Every event of a music split scored once, as text_likelihood does for tokens: nats per event."""
+    n_windows = data.num_examples(split)
+    total_nats, events = 0.0, 0
+    for start in range(0, n_windows, batch_size):
+        batch = data.batch(split, torch.arange(start, min(start + batch_size, n_windows)))
+        log_p = model.token_log_likelihoods(batch["x"].to(model.device))
+        total_nats -= log_p.double().sum().item()
+        events += log_p.numel()
+    return {"events": events, "loss": total_nats / events, "perplexity": perplexity(total_nats / events)}
+
+
+def evaluate_music(model, model_dir: str | Path, *, against: str | None, n: int | None, seed: int,
+                   metrics: tuple[str, ...] | None, progress: bool = True) -> dict:
+    """Event models: nats per held-out event; musical statistics of n samples beside a split's pieces
+    (genlab.metrics.music), with the floor: the same distances between the train pieces and that split."""
+    from .data.music import MusicDataSpec, load_music_data
+    from .metrics.music import compare_statistics, music_statistics
+    from .tasks.compose import sample_pieces
+
+    config = model.artifact_config
+    data_name, split = parse_against(against, config["data"]["name"])
+    data = load_music_data(from_dict(MusicDataSpec, {**config["data"], "name": data_name}, "data"))
+    splits = tuple(s for s in ((split,) if against is not None else ("val", "test")) if data.num_examples(s) > 0)
+    wanted = _metric_groups(model, metrics)
+    result: dict = {"kind": "music", "data": f"{data_name}:{'+'.join(splits) or split}", "seed": seed,
+                    "genlab_version": __version__}
+    start = time.perf_counter()
+    if "likelihood" in wanted:
+        result["likelihood"] = {s: event_likelihood(model, data, s) for s in splits}
+    if "samples" in wanted:
+        n_samples = n or MUSIC_SAMPLES
+        reference_split = splits[0] if splits else split
+        pieces = sample_pieces(model, n_samples, bars=MUSIC_SAMPLE_BARS, seed=seed,
+                               generator=torch.Generator(model.device).manual_seed(seed))
+        samples, reference = music_statistics(pieces), music_statistics(data.split(reference_split).pieces)
+        result["samples"] = {
+            "n": n_samples, "bars": MUSIC_SAMPLE_BARS, "reference_split": reference_split,
+            "statistics": samples, "reference": reference,
+            "distances": compare_statistics(samples, reference),
+            "floor": compare_statistics(music_statistics(data.train.pieces), reference),
         }
     result["seconds"] = round(time.perf_counter() - start, 2)
     write_metrics(model_dir, {"eval": result})

@@ -32,3 +32,5 @@ def get_family(name: str) -> type:
 def _import_builtin_families() -> None:
     # Importing the modules runs their @register_family decorators.
     from .models import denoiser, gan, rnn, superres, transformer, vae  # noqa: F401
+    from .models import pianoroll  # noqa: F401
+    from .models import events  # noqa: F401  (gpt-music, lstm-music)

@@ -54,6 +54,7 @@ class GenerationConfig:
     stop: tuple[str, ...] = ()  # text stops before the first of these strings (not included)
     seed: int = 0
     use_cache: bool = True  # False re-reads the whole context every step (same tokens, slower)
+    suppress_tokens: tuple[int, ...] = ()  # token ids never generated (e.g. a music model's START)
 
     def __post_init__(self):
         def check(ok: bool, message: str, hint: str | None = None):
@@ -76,6 +77,8 @@ class GenerationConfig:
         # One string is one stop string; tuple("END") would be three one-letter ones.
         self.stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
         check(all(isinstance(s, str) and s for s in self.stop), "stop strings must be non-empty strings")
+        self.suppress_tokens = tuple(self.suppress_tokens)
+        check(all(isinstance(t, int) and t >= 0 for t in self.suppress_tokens), "suppress_tokens must be token ids >= 0")
         if self.num_beams > 1:
             check(self.top_k is None and self.top_p is None and self.temperature in (0.0, 1.0),
                   "beam search is deterministic: temperature, top_k and top_p do not apply to it",
@@ -121,9 +124,19 @@ def apply_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
     return logits.masked_fill(drop, -math.inf)
 
 
+def suppress(logits: torch.Tensor, tokens: tuple[int, ...]) -> torch.Tensor:
+    """Make the given tokens impossible (Hugging Face's suppress_tokens)."""
+    if not tokens:
+        return logits
+    logits = logits.clone()
+    logits[:, list(tokens)] = -math.inf
+    return logits
+
+
 def next_token_logits(logits: torch.Tensor, sequences: torch.Tensor, config: GenerationConfig) -> torch.Tensor:
-    """The processed logits [B, V] that the next token is drawn from (steps 1-4 above)."""
-    logits = apply_repetition_penalty(logits.float(), sequences, config.repetition_penalty)
+    """The processed logits [B, V] that the next token is drawn from (steps 1-4 above; suppressed tokens first)."""
+    logits = apply_repetition_penalty(suppress(logits.float(), config.suppress_tokens), sequences,
+                                      config.repetition_penalty)
     if config.temperature == 0:
         return logits
     logits = logits / config.temperature
@@ -236,7 +249,8 @@ def beam_search(model, prompt: torch.Tensor, config: GenerationConfig) -> tuple[
     model.eval()
     try:
         for _ in range(config.max_new_tokens):
-            logits = apply_repetition_penalty(next_logits(sequences).float(), sequences, config.repetition_penalty)
+            logits = apply_repetition_penalty(suppress(next_logits(sequences).float(), config.suppress_tokens), sequences,
+                                              config.repetition_penalty)
             candidates = (scores[:, None] + F.log_softmax(logits, dim=-1)).flatten()
             scores, flat = candidates.topk(beams)
             parents, tokens = flat // logits.shape[1], flat % logits.shape[1]

@@ -1,0 +1,571 @@
+// genlab studio: the page's behaviour, in plain browser JavaScript (no build step, no libraries).
+//
+// Every action is one call to the public HTTP API (/v1/...), the same calls the README shows
+// with curl. Errors from the API (JSON with a message and often a hint) are shown next to the
+// control that caused them, never swallowed: a person should know what went wrong and what
+// to change.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+
+// ----------------------------------------------------------------------------- talking to the API
+
+class ApiError extends Error {}
+
+// The message a person can act on. genlab's API answers errors with
+// {"error": {"message", "hint", ...}}; anything else (a proxy's HTML page, say) is shown as text.
+function errorText(status, body) {
+  const error = body && typeof body === "object" ? body.error : null;
+  if (error && error.message) return `HTTP ${status}: ${error.message}${error.hint ? `\nhint: ${error.hint}` : ""}`;
+  const text = typeof body === "string" ? body.trim().slice(0, 500) : JSON.stringify(body);
+  return `HTTP ${status}: ${text || "the server gave no reason"}`;
+}
+
+async function readError(response) {
+  const text = await response.text();
+  let body = text;
+  try { body = JSON.parse(text); } catch { /* not JSON: show the text itself */ }
+  return new ApiError(errorText(response.status, body));
+}
+
+// fetch that turns a failed request (network or HTTP status) into an ApiError with a readable message.
+async function request(path, options = {}) {
+  let response;
+  try {
+    response = await fetch(path, options);
+  } catch (e) {
+    if (e.name === "AbortError") throw e;
+    throw new ApiError(`cannot reach the genlab server (${e.message}); is \`genlab serve\` still running?`);
+  }
+  if (!response.ok) throw await readError(response);
+  return response;
+}
+
+async function getJSON(path) {
+  return (await request(path)).json();
+}
+
+function postJSON(path, payload, signal) {
+  return request(path, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(payload),
+    signal,
+  });
+}
+
+function showError(id, error) {
+  const box = $(id);
+  if (!error) { box.hidden = true; box.textContent = ""; return; }
+  box.textContent = error instanceof ApiError ? error.message : `unexpected problem in the page: ${error}`;
+  box.hidden = false;
+  if (!(error instanceof ApiError)) console.error(error);
+}
+
+// Runs an action with its button disabled, a status line and errors shown in `errorId`.
+async function busy(button, statusId, errorId, work) {
+  button.disabled = true;
+  showError(errorId, null);
+  const status = $(statusId);
+  const started = performance.now();
+  status.textContent = "working…";
+  try {
+    const note = await work();
+    status.textContent = `${note ?? "done"} in ${((performance.now() - started) / 1000).toFixed(1)} s`;
+  } catch (e) {
+    status.textContent = "";
+    showError(errorId, e);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function base64ToBlob(data, type) {
+  const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+  return new Blob([bytes], { type });
+}
+
+// Blob URLs of earlier results are released when replaced, so a long session does not leak memory.
+const objectUrls = new Map();
+function setObjectUrl(slot, blob) {
+  if (objectUrls.has(slot)) URL.revokeObjectURL(objectUrls.get(slot));
+  const url = URL.createObjectURL(blob);
+  objectUrls.set(slot, url);
+  return url;
+}
+
+// Optional integer input: empty means "not given" (the server's default).
+function intOrNull(id) {
+  const text = $(id).value.trim();
+  return text === "" ? null : Number(text);
+}
+
+function numberOrNull(id) {
+  const text = $(id).value.trim();
+  return text === "" ? null : Number(text);
+}
+
+function withoutNulls(payload) {
+  return Object.fromEntries(Object.entries(payload).filter(([, v]) => v !== null && v !== undefined));
+}
+
+// ----------------------------------------------------------------------------- tabs
+
+function showTab(name) {
+  for (const button of document.querySelectorAll("nav [data-tab]")) {
+    const selected = button.dataset.tab === name;
+    button.setAttribute("aria-selected", String(selected));
+    $(`tab-${button.dataset.tab}`).hidden = !selected;
+  }
+  if (location.hash !== `#${name}`) history.replaceState(null, "", `#${name}`);
+}
+
+// ----------------------------------------------------------------------------- models
+
+let models = [];
+
+// A select lists the models whose entry in GET /v1/models names its endpoint (data-endpoint).
+// A model that cannot be read is left out of the selects; the Models tab shows why.
+function fillModelSelects() {
+  for (const select of document.querySelectorAll("select[data-endpoint]")) {
+    const previous = select.value;
+    const fitting = models.filter((m) => (m.endpoints ?? []).includes(select.dataset.endpoint));
+    select.replaceChildren(...fitting.map((m) => new Option(m.id, m.id)));
+    if (fitting.length === 0) {
+      select.append(new Option("(no model for this in the models directory)", ""));
+    }
+    if (fitting.some((m) => m.id === previous)) select.value = previous;
+  }
+}
+
+function fillModelsTable() {
+  const rows = models.map((m) => {
+    const row = document.createElement("tr");
+    row.dataset.model = m.id;
+    const about = m.error ? `cannot be used: ${m.error}${m.hint ? ` (${m.hint})` : ""}` : m.description ?? "";
+    for (const text of [m.id, m.family ?? "", m.data_kind ?? "", (m.capabilities ?? []).join(", "), about]) {
+      row.insertCell().textContent = text;
+    }
+    if (m.error) row.classList.add("broken");
+    row.addEventListener("click", () => showModel(m.id));
+    return row;
+  });
+  $("models-table").tBodies[0].replaceChildren(...rows);
+}
+
+async function loadModels() {
+  showError("models-error", null);
+  try {
+    const listing = await getJSON("/v1/models");
+    models = listing.data;
+    fillModelSelects();
+    fillModelsTable();
+  } catch (e) {
+    showError("models-error", e);
+    showError("generate-error", e);
+  }
+}
+
+// Nested metrics ({"val": {"loss": ...}}) flattened to dotted rows ("val.loss").
+function flatten(value, prefix = "", rows = []) {
+  if (value && typeof value === "object" && !Array.isArray(value)) {
+    for (const [key, inner] of Object.entries(value)) flatten(inner, prefix ? `${prefix}.${key}` : key, rows);
+  } else {
+    rows.push([prefix, value]);
+  }
+  return rows;
+}
+
+function formatValue(value) {
+  if (typeof value === "number" && !Number.isInteger(value)) return String(Number(value.toPrecision(5))); // 5 digits, no trailing zeros
+  return Array.isArray(value) ? JSON.stringify(value) : String(value);
+}
+
+async function showModel(name) {
+  for (const row of $("models-table").tBodies[0].rows) row.classList.toggle("selected", row.dataset.model === name);
+  $("model-detail").hidden = false;
+  $("model-detail-name").textContent = name;
+  showError("model-detail-error", null);
+  try {
+    const detail = await getJSON(`/v1/models/${encodeURIComponent(name)}`);
+    const rows = flatten(detail.metrics ?? {}).map(([key, value]) => {
+      const row = document.createElement("tr");
+      row.insertCell().textContent = key;
+      row.insertCell().textContent = formatValue(value);
+      return row;
+    });
+    $("model-metrics").tBodies[0].replaceChildren(...rows);
+    $("model-config").textContent = JSON.stringify(detail.config, null, 2);
+    // An image model's sample grid from training (a URL under /v1/models/NAME/previews/), or a text model's samples.
+    const grid = (detail.previews ?? {})["samples.png"];
+    $("model-samples").hidden = !grid;
+    if (grid) $("model-samples").src = grid;
+    $("model-samples-text").hidden = !detail.samples_text;
+    $("model-samples-text").textContent = detail.samples_text ?? "";
+    $("model-no-samples").hidden = Boolean(grid || detail.samples_text);
+  } catch (e) {
+    showError("model-detail-error", e);
+  }
+}
+
+// ----------------------------------------------------------------------------- images: generate
+
+async function generateImages() {
+  const n = intOrNull("generate-n");
+  const payload = withoutNulls({
+    model: $("generate-model").value,
+    n,
+    seed: intOrNull("generate-seed"),
+    class: intOrNull("generate-class"),
+    response_format: "b64_json", // one image each, so a click can pick one to edit
+  });
+  const response = await postJSON("/v1/images/generations", payload);
+  const result = await response.json();
+  const images = (result.data ?? []).map((item, i) => {
+    const img = document.createElement("img");
+    img.src = `data:image/png;base64,${item.b64_json}`;
+    img.alt = `sample ${i + 1} (seed ${payload.seed ?? 0})`;
+    img.addEventListener("click", () => {
+      for (const other of $("generate-grid").children) other.classList.toggle("selected", other === img);
+      loadEditImage(base64ToBlob(item.b64_json, "image/png"), `generated sample ${i + 1} from ${payload.model}`);
+    });
+    return img;
+  });
+  const grid = $("generate-grid");
+  grid.style.gridTemplateColumns = `repeat(${Math.ceil(Math.sqrt(images.length))}, 64px)`; // square, as genlab sample
+  grid.replaceChildren(...images);
+  grid.dataset.count = String(images.length);
+  return `${images.length} image${images.length === 1 ? "" : "s"}`;
+}
+
+// ----------------------------------------------------------------------------- images: edit (mask canvas)
+
+// The mask lives at the image's own resolution (one flag per pixel, 1 = missing), which is
+// what the API expects; the two canvases are stretched to the stage with pixelated rendering,
+// so an 8x8 digit is edited pixel by pixel and a photo with a round brush.
+// The file itself (not the canvas) is what the API receives, so it decodes the very bytes
+// the person uploaded or the API produced.
+const edit = { image: null, file: null, width: 0, height: 0, mask: null, painting: false };
+
+function loadEditImage(file, description) {
+  const image = new Image();
+  const url = URL.createObjectURL(file);
+  image.onload = () => {
+    URL.revokeObjectURL(url);
+    edit.image = image;
+    edit.file = file;
+    edit.width = image.naturalWidth;
+    edit.height = image.naturalHeight;
+    edit.mask = new Uint8Array(edit.width * edit.height);
+    for (const id of ["edit-image", "edit-mask"]) {
+      $(id).width = edit.width;
+      $(id).height = edit.height;
+    }
+    // Keep the aspect ratio: the longer side fills the 256 px stage.
+    const scale = 256 / Math.max(edit.width, edit.height);
+    $("edit-stage").style.width = `${Math.round(edit.width * scale)}px`;
+    $("edit-stage").style.height = `${Math.round(edit.height * scale)}px`;
+    $("edit-image").getContext("2d").drawImage(image, 0, 0);
+    $("edit-brush").max = String(Math.max(2, Math.round(Math.max(edit.width, edit.height) / 4)));
+    $("edit-brush").value = String(Math.max(1, Math.round(Math.max(edit.width, edit.height) / 16)));
+    drawMask();
+    $("edit-source").textContent = `${description} (${edit.width}x${edit.height})`;
+    showError("edit-error", null);
+  };
+  image.onerror = () => {
+    URL.revokeObjectURL(url);
+    showError("edit-error", new ApiError("the browser cannot read that file as an image; use a PNG or JPEG"));
+  };
+  image.src = url;
+}
+
+function drawMask() {
+  const canvas = $("edit-mask");
+  const context = canvas.getContext("2d");
+  const overlay = context.createImageData(edit.width, edit.height);
+  for (let i = 0; i < edit.mask.length; i++) {
+    if (edit.mask[i]) overlay.data.set([230, 40, 40, 150], i * 4);
+  }
+  context.putImageData(overlay, 0, 0);
+}
+
+// Pointer events come sparsely when the hand moves fast: stamp the brush along the segment from
+// the previous point, so a quick stroke is a line and not a row of dots.
+function paintAt(event) {
+  const rect = $("edit-mask").getBoundingClientRect();
+  const x = ((event.clientX - rect.left) / rect.width) * edit.width;
+  const y = ((event.clientY - rect.top) / rect.height) * edit.height;
+  const from = edit.last ?? { x, y };
+  const stamps = Math.max(1, Math.ceil(2 * Math.hypot(x - from.x, y - from.y)));
+  for (let i = 1; i <= stamps; i++) stamp(from.x + ((x - from.x) * i) / stamps, from.y + ((y - from.y) * i) / stamps);
+  edit.last = { x, y };
+  drawMask();
+}
+
+function stamp(x, y) {
+  const radius = Number($("edit-brush").value) / 2;
+  // Pixels whose centre lies within the brush; a brush of 1 paints exactly the pixel under it.
+  for (let py = Math.max(0, Math.floor(y - radius)); py < Math.min(edit.height, Math.ceil(y + radius)); py++) {
+    for (let px = Math.max(0, Math.floor(x - radius)); px < Math.min(edit.width, Math.ceil(x + radius)); px++) {
+      if (radius <= 0.5 ? (px === Math.floor(x) && py === Math.floor(y)) : (px + 0.5 - x) ** 2 + (py + 0.5 - y) ** 2 <= radius ** 2) {
+        edit.mask[py * edit.width + px] = 1;
+      }
+    }
+  }
+}
+
+function canvasBlob(canvas) {
+  return new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
+}
+
+// The mask as the API reads it: a PNG at the image's size, white = missing, black = keep.
+function maskBlob() {
+  const canvas = document.createElement("canvas");
+  canvas.width = edit.width;
+  canvas.height = edit.height;
+  const context = canvas.getContext("2d");
+  const pixels = context.createImageData(edit.width, edit.height);
+  for (let i = 0; i < edit.mask.length; i++) {
+    const v = edit.mask[i] ? 255 : 0;
+    pixels.data.set([v, v, v, 255], i * 4);
+  }
+  context.putImageData(pixels, 0, 0);
+  return canvasBlob(canvas);
+}
+
+async function runImageTask(task) {
+  if (!edit.image) throw new ApiError("no image to work on: upload one or click a generated image first");
+  const model = $(`${task}-model`).value;
+  if (!model) throw new ApiError(`no model to ${task} with: train one that can (see the Models tab)`);
+  const form = new FormData();
+  form.append("model", model);
+  form.append("image", edit.file, edit.file.name ?? "image.png");
+  if (task === "inpaint") {
+    if (!edit.mask.some((v) => v)) throw new ApiError("the mask is empty: paint over the part of the image to fill in");
+    form.append("mask", await maskBlob(), "mask.png");
+    form.append("method", $("inpaint-method").value);
+    if ($("inpaint-steps").value !== "") form.append("steps", $("inpaint-steps").value);
+  }
+  const noise = $("denoise-noise").value.trim();
+  if (task === "denoise" && noise) form.append("noise", noise);
+  const body = await (await request(`/v1/images/${task}`, { method: "POST", body: form })).json();
+  let caption = `${task} with ${model} (${body.width}x${body.height})`;
+  if (body.psnr_db !== undefined) {
+    caption += `: PSNR ${body.psnr_db.toFixed(2)} dB against the clean image; the noisy input had ${body.psnr_noisy_db.toFixed(2)} dB`;
+  }
+  edit.result = base64ToBlob(body.data[0].b64_json, "image/png");
+  $("edit-result").src = setObjectUrl("edit-result", edit.result);
+  $("edit-result-caption").textContent = caption;
+  $("edit-result-figure").hidden = false;
+  return task === "inpaint" ? "inpainted" : task === "upscale" ? "upscaled" : "denoised";
+}
+
+async function scoreAnomaly() {
+  if (!edit.image) throw new ApiError("no image to score: upload one or click a generated image first");
+  const model = $("anomaly-model").value;
+  if (!model) throw new ApiError("no model to score with: a VAE can (see the Models tab)");
+  const form = new FormData();
+  form.append("model", model);
+  form.append("image", edit.file, edit.file.name ?? "image.png");
+  const body = await (await request("/v1/anomaly/scores", { method: "POST", body: form })).json();
+  return `anomaly score ${body.scores[0].score.toFixed(2)} ${body.unit} (${body.method}; higher = more unusual)`;
+}
+
+// ----------------------------------------------------------------------------- text
+
+let textAbort = null;
+
+// "\n" written in the stop box stands for a newline (and "\t" for a tab), one stop string per line.
+function stopStrings() {
+  const lines = $("text-stop").value.split("\n").filter((line) => line !== "");
+  const strings = lines.map((line) => line.replace(/\\n/g, "\n").replace(/\\t/g, "\t"));
+  return strings.length === 0 ? null : strings.length === 1 ? strings[0] : strings;
+}
+
+function completionBox(index, prompt) {
+  const box = document.createElement("div");
+  box.className = "completion";
+  box.dataset.index = String(index);
+  const pre = document.createElement("pre");
+  const promptSpan = document.createElement("span");
+  promptSpan.className = "prompt";
+  promptSpan.textContent = prompt;
+  const textSpan = document.createElement("span");
+  textSpan.className = "text";
+  pre.append(promptSpan, textSpan);
+  const meta = document.createElement("div");
+  meta.className = "meta";
+  box.append(pre, meta);
+  return box;
+}
+
+// Server-sent events over a POST body: EventSource can only GET, so the stream is read with
+// fetch's ReadableStream and split into events at blank lines ("data: {...}\n\n").
+async function* serverSentEvents(response) {
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += value.replace(/\r\n?/g, "\n");
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).replace(/^ /, "")).join("\n");
+      if (data) yield data;
+    }
+  }
+}
+
+async function completeText() {
+  const output = $("text-output");
+  const prompt = $("text-prompt").value;
+  const n = intOrNull("text-n") ?? 1;
+  const stream = $("text-stream").checked;
+  const payload = withoutNulls({
+    model: $("text-model").value,
+    prompt,
+    max_tokens: intOrNull("text-max-tokens"),
+    temperature: numberOrNull("text-temperature"),
+    top_p: numberOrNull("text-top-p"),
+    top_k: intOrNull("text-top-k"),
+    repetition_penalty: numberOrNull("text-repetition-penalty"),
+    n,
+    stop: stopStrings(),
+    seed: intOrNull("text-seed"),
+    stream,
+  });
+  const boxes = Array.from({ length: Math.max(1, Math.min(n, 64)) }, (_, i) => completionBox(i, prompt));
+  output.replaceChildren(...boxes);
+  output.dataset.state = "running";
+  textAbort = new AbortController();
+  $("text-stop-button").disabled = false;
+  const finished = new Set();
+  try {
+    const response = await postJSON("/v1/completions", payload, textAbort.signal);
+    if (!stream) {
+      const body = await response.json();
+      for (const choice of body.choices) fillChoice(boxes, choice, true, finished);
+      if (body.usage) boxes[0].querySelector(".meta").textContent += `  ·  ${body.usage.completion_tokens} tokens`;
+    } else {
+      for await (const data of serverSentEvents(response)) {
+        if (data === "[DONE]") break;
+        const chunk = JSON.parse(data);
+        if (chunk.error) throw new ApiError(errorText(chunk.error.code ?? "error", chunk)); // failed mid-stream
+        for (const choice of chunk.choices ?? []) fillChoice(boxes, choice, false, finished);
+      }
+    }
+    output.dataset.state = "done";
+    return `${finished.size || boxes.length} completion${boxes.length === 1 ? "" : "s"}`;
+  } catch (e) {
+    if (e.name === "AbortError") {
+      output.dataset.state = "stopped";
+      return "stopped";
+    }
+    output.dataset.state = "error";
+    throw e;
+  } finally {
+    $("text-stop-button").disabled = true;
+    textAbort = null;
+  }
+}
+
+function fillChoice(boxes, choice, replace, finished) {
+  const box = boxes[choice.index ?? 0];
+  if (!box) return;
+  const span = box.querySelector(".text");
+  span.textContent = replace ? choice.text : span.textContent + (choice.text ?? "");
+  if (choice.finish_reason) {
+    finished.add(choice.index ?? 0);
+    box.dataset.finishReason = choice.finish_reason;
+    box.querySelector(".meta").textContent = `finish_reason: ${choice.finish_reason}`;
+  }
+}
+
+// ----------------------------------------------------------------------------- music
+
+async function compose() {
+  const payload = withoutNulls({
+    model: $("music-model").value,
+    bars: intOrNull("music-bars"),
+    seed: intOrNull("music-seed"),
+    temperature: numberOrNull("music-temperature"),
+    tempo: numberOrNull("music-tempo"),
+  });
+  const response = await postJSON("/v1/music/compositions", payload);
+  const body = await response.json();
+  const wavUrl = setObjectUrl("music-wav", base64ToBlob(body.wav_b64, "audio/wav"));
+  $("music-audio").src = wavUrl;
+  $("music-wav").href = wavUrl;
+  $("music-midi").href = setObjectUrl("music-midi", base64ToBlob(body.midi_b64, "audio/midi"));
+  const stem = `${payload.model}-seed${payload.seed ?? 0}`;
+  $("music-midi").download = `${stem}.mid`;
+  $("music-wav").download = `${stem}.wav`;
+  $("music-roll").src = `data:image/png;base64,${body.piano_roll_png_b64}`;
+  $("music-summary").textContent =
+    `${body.bars} bars from ${body.model}: ${Number(body.seconds).toFixed(1)} s, ${body.notes} notes (seed ${payload.seed ?? 0})`;
+  $("music-result").hidden = false;
+  return "composed";
+}
+
+// ----------------------------------------------------------------------------- wiring
+
+function onSubmit(formId, buttonId, statusId, errorId, work) {
+  $(formId).addEventListener("submit", (event) => {
+    event.preventDefault();
+    busy($(buttonId), statusId, errorId, work);
+  });
+}
+
+async function checkServer() {
+  try {
+    await request("/healthz");
+    $("server-status").textContent = "server ok";
+  } catch (e) {
+    $("server-status").textContent = e.message;
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  for (const button of document.querySelectorAll("nav [data-tab]")) {
+    button.addEventListener("click", () => showTab(button.dataset.tab));
+  }
+  const fromHash = location.hash.slice(1);
+  showTab(["images", "text", "music", "models"].includes(fromHash) ? fromHash : "images");
+
+  onSubmit("generate-form", "generate-button", "generate-status", "generate-error", generateImages);
+  onSubmit("text-form", "text-button", "text-status", "text-error", completeText);
+  onSubmit("music-form", "music-button", "music-status", "music-error", compose);
+  $("text-stop-button").addEventListener("click", () => textAbort?.abort());
+  $("models-refresh").addEventListener("click", loadModels);
+
+  for (const task of ["inpaint", "upscale", "denoise"]) {
+    $(`${task}-button`).addEventListener("click", () => busy($(`${task}-button`), "edit-status", "edit-error", () => runImageTask(task)));
+  }
+  $("anomaly-button").addEventListener("click", () => busy($("anomaly-button"), "edit-status", "edit-error", scoreAnomaly));
+  $("edit-upload").addEventListener("change", (event) => {
+    const file = event.target.files[0];
+    if (!file) return;
+    loadEditImage(file, file.name);
+  });
+  const stage = $("edit-mask");
+  stage.addEventListener("pointerdown", (event) => {
+    if (!edit.image) return;
+    edit.painting = true;
+    edit.last = null;
+    stage.setPointerCapture(event.pointerId);
+    paintAt(event);
+  });
+  stage.addEventListener("pointermove", (event) => { if (edit.painting) paintAt(event); });
+  for (const end of ["pointerup", "pointercancel"]) stage.addEventListener(end, () => { edit.painting = false; });
+  $("edit-result").addEventListener("click", () => loadEditImage(edit.result, $("edit-result-caption").textContent));
+  $("edit-clear-mask").addEventListener("click", () => {
+    if (!edit.image) return;
+    edit.mask.fill(0);
+    drawMask();
+  });
+
+  checkServer();
+  loadModels();
+});
