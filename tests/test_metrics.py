@@ -285,6 +285,16 @@ def test_psnr_and_ssim_match_scikit_image(size, channels):
         assert psnr(torch.from_numpy(a), torch.from_numpy(b), data_range=1.0) == pytest.approx(expected_psnr, abs=1e-4)
 
 
+def test_psnr_of_identical_images_is_inf_unless_floored():
+    x = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    y = x.clone()
+    y[1] += 0.1  # MSE 0.01 -> 20 dB at range 1
+    assert psnr(x, x, data_range=1.0) == math.inf
+    # With the floor, the identical pair counts as 10 log10(1 / 1e-12) = 120 dB: mean (120 + 20) / 2.
+    assert psnr(x, y, data_range=1.0, min_mse=1e-12) == pytest.approx(70.0, abs=1e-6)
+    assert psnr(x, y, data_range=2.0, min_mse=1e-12) == pytest.approx((10 * math.log10(4e12) + 10 * math.log10(400)) / 2)
+
+
 def test_ssim_of_identical_images_is_one_and_scales_with_data_range():
     x = np.random.default_rng(10).uniform(size=(2, 3, 16, 16))
     assert ssim(x, x, data_range=1.0) == pytest.approx(1.0, abs=1e-12)

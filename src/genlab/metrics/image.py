@@ -354,13 +354,15 @@ def _image_pair(a: ArrayLike, b: ArrayLike, data_range: float) -> tuple[torch.Te
     return x, y.to(x.device)
 
 
-def psnr(a: ArrayLike, b: ArrayLike, data_range: float) -> float:
+def psnr(a: ArrayLike, b: ArrayLike, data_range: float, *, min_mse: float = 0.0) -> float:
     """Peak signal-to-noise ratio 10 log10(data_range^2 / MSE) in dB, averaged over images.
 
-    Identical images have infinite PSNR, so the mean is inf if any pair is identical.
+    Identical images have infinite PSNR, so the mean is inf if any pair is identical; a
+    `min_mse` floor (validation logs use 1e-12, i.e. at most 120 dB at range 1) keeps one
+    perfect image from making the mean of a batch inf.
     """
     x, y = _image_pair(a, b, data_range)
-    mse = (x - y).square().flatten(1).mean(1)
+    mse = (x - y).square().flatten(1).mean(1).clamp_min(min_mse)
     return float((10 * torch.log10(data_range**2 / mse)).mean())
 
 

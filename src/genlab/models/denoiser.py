@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import GenlabError
+from ..metrics.image import psnr
 from ..registry import register_family
 from .base import GenerativeModel
 
@@ -156,8 +157,7 @@ class Denoiser(GenerativeModel):
         peak = self.config.data_range[1] - self.config.data_range[0]
 
         def mean_psnr(x: torch.Tensor) -> float:
-            mse = (x - clean).pow(2).flatten(1).mean(1).clamp_min(1e-12)
-            return (10 * torch.log10(peak**2 / mse)).mean().item()
+            return psnr(x, clean, peak, min_mse=1e-12)
 
         return {"loss": F.mse_loss(denoised, clean).item(), "psnr": mean_psnr(denoised), "psnr_noisy": mean_psnr(noisy)}
 

@@ -36,6 +36,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from ..errors import GenlabError
+from ..metrics.image import psnr
 from ..registry import register_family
 from .base import GenerativeModel
 
@@ -225,8 +226,7 @@ class SuperResolution(GenerativeModel):
         peak = self.config.data_range[1] - self.config.data_range[0]
 
         def mean_psnr(x: torch.Tensor) -> float:
-            mse = (x - high_res).pow(2).flatten(1).mean(1).clamp_min(1e-12)
-            return (10 * torch.log10(peak**2 / mse)).mean().item()
+            return psnr(x, high_res, peak, min_mse=1e-12)
 
         return {"loss": (output - high_res).abs().mean().item(), "psnr": mean_psnr(output), "psnr_bicubic": mean_psnr(bicubic)}
 
