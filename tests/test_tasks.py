@@ -549,3 +549,13 @@ def test_cli_superres_denoise_anomaly_interpolate_traverse_compress(tiny_model_d
     assert "PNG file" in out
     codes = np.load(tmp_path / "codes.npz")
     assert codes["codes"].shape == (50, 4) and codes["codes"].dtype == np.int8
+
+
+@pytest.mark.parametrize("recipe, task", [("sr-mnist-x2", "superres"), ("denoise-mnist", "denoise")])
+def test_train_suggests_the_task_a_model_is_for(recipe, task, tmp_path, capsys):
+    # These models cannot sample, so the hint after training points at `genlab apply`.
+    out = tmp_path / recipe
+    code, stdout, _ = run_cli(capsys, "train", recipe, "data.name=digits", "steps=2", "model.channels=8", *QUICK,
+                              "--out", str(out))
+    assert code == 0
+    assert f"next: genlab apply {task} {out} --against digits:test" in stdout and "genlab sample" not in stdout

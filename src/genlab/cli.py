@@ -201,14 +201,25 @@ def _cmd_train(args) -> None:
         family = json.loads((Path(run_dir) / "config.json").read_text()).get("family")
         from .registry import get_family
 
-        if get_family(family).data_kind in ("music", "pianoroll"):
+        family_cls = get_family(family)
+        if family_cls.data_kind in ("music", "pianoroll"):
             print(f"next: genlab compose {run_dir} --bars 16 --seed 0 -o piece.mid")
+        elif "upscale" in family_cls.capabilities:
+            print(f"next: genlab apply superres {run_dir} --against {_data_name(run_dir)}:test   |   "
+                  f"genlab apply superres {run_dir} small.png -o big.png")
+        elif "denoise" in family_cls.capabilities:
+            print(f"next: genlab apply denoise {run_dir} --against {_data_name(run_dir)}:test --noise gaussian:0.3   |   "
+                  f"genlab apply denoise {run_dir} noisy.png -o clean.png")
         elif (Path(run_dir) / "tokenizer.json").is_file():
             print(f'next: genlab generate {run_dir} --prompt "..." --max-new-tokens 300 --temperature 0.8   |   '
                   f"genlab eval {run_dir}")
         else:
             print(f"next: genlab sample {run_dir} -n 64 -o grid.png   |   tensorboard --logdir {run_dir}/tensorboard")
     return 0
+
+
+def _data_name(run_dir) -> str:
+    return json.loads((Path(run_dir) / "config.json").read_text())["data"]["name"]
 
 
 def _cmd_sample(args) -> None:
