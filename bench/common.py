@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -16,6 +18,16 @@ def machine(device: str) -> dict:
     """The facts a reader needs to compare a figure with their own: cores, threads, versions."""
     return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(), "device": device}
+
+
+def fresh_run_dir(out: Path | str) -> Path:
+    """Clear a previous run of this benchmark from `out`; refuse to delete anything that is not a genlab run."""
+    out = Path(out)
+    if out.exists():
+        if not (out / "config.json").is_file():
+            sys.exit(f"{out} exists and is not a genlab run; choose another --out")
+        shutil.rmtree(out)
+    return out
 
 
 def write_result(record: dict, path: Path | str | None = None, name: str | None = None) -> Path:

@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -36,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("GENLAB_DATA_DIR", str(REPO.parent / "shared" / "data"))
 
 import genlab  # noqa: E402
+from common import fresh_run_dir  # noqa: E402
 from genlab.tasks import (  # noqa: E402
     evaluate_denoise,
     evaluate_superres,
@@ -59,10 +59,7 @@ INPAINT_MASKS = ("box:8,8,12,12", "half:bottom")
 
 
 def train(recipe: str, minutes: float, out: Path, *overrides: str) -> Path:
-    if out.exists():
-        if not (out / "config.json").is_file():
-            sys.exit(f"{out} exists and is not a genlab run; choose another --out")
-        shutil.rmtree(out)
+    fresh_run_dir(out)
     t0 = time.perf_counter()
     genlab.train(recipe, [*QUIET, f"train.time_budget_s={minutes * 60:.1f}", *overrides], out=out)
     print(f"trained {recipe} {' '.join(overrides)} in {time.perf_counter() - t0:.0f} s", flush=True)

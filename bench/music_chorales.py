@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shutil
 import sys
 import time
 import wave
@@ -36,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
 import genlab  # noqa: E402
-from common import machine, write_result  # noqa: E402
+from common import fresh_run_dir, machine, write_result  # noqa: E402
 from genlab.artifact import build_model  # noqa: E402
 from genlab.data.music import MusicDataSpec, load_music_data  # noqa: E402
 from genlab.evaluation import event_likelihood  # noqa: E402
@@ -87,10 +86,7 @@ def main() -> int:
     args = parser.parse_args()
 
     out = Path(args.out or REPO / "runs" / f"bench-{args.recipe}")
-    if out.exists():
-        if not (out / "config.json").is_file():
-            sys.exit(f"{out} exists and is not a genlab run; choose another --out")
-        shutil.rmtree(out)
+    fresh_run_dir(out)
     overrides = [f"train.time_budget_s={args.budget_min * 60}", "train.progress=false", *args.overrides]
     t0 = time.perf_counter()
     genlab.train(args.recipe, overrides, out=out)

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -43,7 +42,7 @@ os.environ.setdefault("GENLAB_DATA_DIR", str(REPO.parent / "shared" / "data"))
 sys.path.insert(0, str(REPO / "bench"))
 
 import genlab  # noqa: E402
-from common import machine, write_result  # noqa: E402
+from common import fresh_run_dir, machine, write_result  # noqa: E402
 from genlab.api import _model_config  # noqa: E402
 from genlab.artifact import save_weights, write_config, write_metrics  # noqa: E402
 from genlab.config import TrainConfig, apply_overrides, from_dict, load_recipe, to_dict  # noqa: E402
@@ -101,10 +100,7 @@ def train_head(head: str, overrides: list[str], out: Path, budget_s: float, pati
     model_cfg = _model_config(family_cls, resolved["model"], data)
     torch.manual_seed(train_cfg.seed)
     model = family_cls(model_cfg)
-    if out.exists():
-        if not (out / "config.json").is_file():
-            sys.exit(f"{out} exists and is not a genlab run; choose another --out")
-        shutil.rmtree(out)
+    fresh_run_dir(out)
     out.mkdir(parents=True)
     write_config(out, {"family": resolved["family"], "recipe": recipe, "description": resolved.get("description", ""),
                        "model": to_dict(model_cfg), "data": to_dict(data_spec), "train": to_dict(train_cfg),

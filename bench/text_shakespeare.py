@@ -32,7 +32,6 @@ import dataclasses
 import json
 import os
 import platform
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -43,6 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("GENLAB_DATA_DIR", str(REPO.parent / "shared" / "data"))
 
 import genlab  # noqa: E402
+from common import fresh_run_dir  # noqa: E402
 from genlab.data import TextDataSpec, load_text_data  # noqa: E402
 from genlab.evaluation import text_likelihood  # noqa: E402
 from genlab.models.transformer import GPT  # noqa: E402
@@ -92,10 +92,7 @@ def main() -> int:
     args = parser.parse_args()
 
     out = Path(args.out)
-    if out.exists():
-        if not (out / "config.json").is_file():
-            sys.exit(f"{out} exists and is not a genlab run; choose another --out")
-        shutil.rmtree(out)
+    fresh_run_dir(out)
     overrides = [f"train.time_budget_s={args.budget_min * 60}", *args.overrides]
     t0 = time.perf_counter()
     genlab.train(RECIPE, overrides, out=out)

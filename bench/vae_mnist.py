@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("GENLAB_DATA_DIR", str(REPO.parent / "shared" / "data"))
 
 import genlab  # noqa: E402
-from common import machine, print_rows, write_result  # noqa: E402
+from common import fresh_run_dir, machine, print_rows, write_result  # noqa: E402
 from genlab.api import evaluate  # noqa: E402
 
 
@@ -37,12 +37,7 @@ def main() -> int:
     args = parser.parse_args()
 
     out = Path(args.out)
-    if out.exists():
-        if not (out / "config.json").is_file():
-            sys.exit(f"{out} exists and is not a genlab run; choose another --out")
-        import shutil
-
-        shutil.rmtree(out)
+    fresh_run_dir(out)
     overrides = [f"epochs={args.epochs}", f"train.time_budget_s={args.budget_min * 60}", *args.overrides]
     t0 = time.perf_counter()
     genlab.train("vae-mnist", overrides, out=out)
