@@ -59,6 +59,7 @@ import numpy as np
 import torch
 
 from ..errors import GenlabError, warn
+from .text import TokenWindows
 
 __all__ = [
     "MUSIC_DATASETS", "Piece", "EventVocabulary", "MusicDataSpec", "MusicData", "load_music_data",
@@ -610,7 +611,7 @@ class MusicSplit:
 
 
 @dataclass
-class MusicData:
+class MusicData(TokenWindows):
     spec: MusicDataSpec
     train: MusicSplit
     val: MusicSplit
@@ -621,15 +622,6 @@ class MusicData:
     def vocabulary(self) -> EventVocabulary:
         return self.spec.vocabulary
 
-    def split(self, name: str) -> MusicSplit:
-        if name not in ("train", "val", "test"):
-            raise GenlabError(f"unknown split {name!r}", "use train, val or test")
-        return getattr(self, name)
-
-    def num_examples(self, split: str) -> int:
-        """Non-overlapping windows of block_size + 1 tokens (consecutive windows share one token)."""
-        return max(0, (len(self.split(split)) - 1) // self.spec.block_size)
-
     def model_fields(self) -> dict:
         """What an event model's config takes from the data (filled in by genlab.train)."""
         return {"vocab_size": self.vocabulary.size, "block_size": self.spec.block_size,
@@ -637,13 +629,8 @@ class MusicData:
                 "velocity_bins": self.spec.velocity_bins}
 
     def batch(self, split: str, indices: torch.Tensor, generator: torch.Generator | None = None) -> dict:
-        part = self.split(split)
-        block = self.spec.block_size
-        if split == "train":  # random offsets and keys, from the Trainer's per-step generator (resumable)
-            starts = torch.randint(len(part) - block, (len(indices),), generator=generator)
-        else:
-            starts = torch.as_tensor(indices, dtype=torch.long) * block
-        windows = part.tokens[starts[:, None] + torch.arange(block + 1)].long()
+        windows = self.windows(split, indices, generator)
+        # Training windows also move to a random key, from the same per-step generator (resumable).
         if split == "train" and self.spec.transpose != (0, 0):
             windows = transpose_events(windows, self.vocabulary, self.spec.transpose, generator)
         return {"x": windows}

@@ -415,16 +415,11 @@ class TextSplit:
         return len(self.tokens) / max(self.num_chars, 1)
 
 
-@dataclass
-class TextData:
-    spec: TextDataSpec
-    tokenizer: object
-    train: TextSplit
-    val: TextSplit
-    test: TextSplit
-    classes: list[str] = field(default_factory=list)  # text has no classes; kept for the artifact config
+class TokenWindows:
+    """What token-stream data sets (text, music events) share: splits held as one token stream
+    each, read in windows of spec.block_size + 1 tokens. Subclasses have spec, train, val, test."""
 
-    def split(self, name: str) -> TextSplit:
+    def split(self, name: str):
         if name not in ("train", "val", "test"):
             raise GenlabError(f"unknown split {name!r}", "use train, val or test")
         return getattr(self, name)
@@ -433,22 +428,35 @@ class TextData:
         """Non-overlapping windows of block_size + 1 tokens (consecutive windows share one token)."""
         return max(0, (len(self.split(split)) - 1) // self.spec.block_size)
 
+    def windows(self, split: str, indices: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """[B, block_size + 1] int64 token windows: consecutive ones for val/test, random ones for train."""
+        part = self.split(split)
+        block = self.spec.block_size
+        if split == "train":
+            # Random offsets rather than the indices' fixed positions: over many steps the model
+            # sees every alignment of the stream. The draw comes from the Trainer's per-step
+            # generator, so a resumed run replays the same windows.
+            starts = torch.randint(len(part) - block, (len(indices),), generator=generator)
+        else:
+            starts = torch.as_tensor(indices, dtype=torch.long) * block
+        return part.tokens[starts[:, None] + torch.arange(block + 1)].long()
+
+
+@dataclass
+class TextData(TokenWindows):
+    spec: TextDataSpec
+    tokenizer: object
+    train: TextSplit
+    val: TextSplit
+    test: TextSplit
+    classes: list[str] = field(default_factory=list)  # text has no classes; kept for the artifact config
+
     def model_fields(self) -> dict:
         """What a model config takes from the data (filled in by genlab.train)."""
         return {"vocab_size": self.tokenizer.vocab_size, "block_size": self.spec.block_size}
 
     def batch(self, split: str, indices: torch.Tensor, generator: torch.Generator | None = None) -> dict:
-        part = self.split(split)
-        block = self.spec.block_size
-        if split == "train":
-            # Random offsets rather than the indices' fixed positions: over many steps the model
-            # sees every alignment of the text. The draw comes from the Trainer's per-step
-            # generator, so a resumed run replays the same windows.
-            starts = torch.randint(len(part) - block, (len(indices),), generator=generator)
-        else:
-            starts = torch.as_tensor(indices, dtype=torch.long) * block
-        windows = part.tokens[starts[:, None] + torch.arange(block + 1)].long()
-        return {"x": windows, "tokens_per_char": part.tokens_per_char}
+        return {"x": self.windows(split, indices, generator), "tokens_per_char": self.split(split).tokens_per_char}
 
 
 def load_text_data(spec: TextDataSpec | dict | str, tokenizer=None, root: Path | None = None) -> TextData:
