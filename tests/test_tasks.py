@@ -559,3 +559,9 @@ def test_train_suggests_the_task_a_model_is_for(recipe, task, tmp_path, capsys):
                               "--out", str(out))
     assert code == 0
     assert f"next: genlab apply {task} {out} --against digits:test" in stdout and "genlab sample" not in stdout
+
+
+def test_sampling_an_image_to_image_model_is_a_clear_error(sr_dir, denoiser_dir, capsys):
+    # GenerativeModel.sample asks for the capability, so these families need no sample() of their own.
+    for model_dir in (sr_dir, denoiser_dir):
+        assert_clean_error(*run_cli(capsys, "sample", str(model_dir), "-n", "4")[::2], "'sample' capability", "vae", "gan")

@@ -54,7 +54,10 @@ class GenerativeModel(nn.Module):
     # -- generation -------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, n: int, *, condition=None, generator: torch.Generator | None = None) -> torch.Tensor:
-        raise NotImplementedError
+        # A family that can sample overrides this; one that cannot (an upsampler, a denoiser:
+        # they need an input image) says so with the families that can.
+        self.require("sample", "drawing samples")
+        raise NotImplementedError(f"{self.family} advertises 'sample' but does not implement it")
 
     @torch.no_grad()
     def preview(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:

@@ -161,10 +161,7 @@ class Denoiser(GenerativeModel):
 
         return {"loss": F.mse_loss(denoised, clean).item(), "psnr": mean_psnr(denoised), "psnr_noisy": mean_psnr(noisy)}
 
-    # -- generation -------------------------------------------------------------------
-    def sample(self, n: int, *, condition=None, generator: torch.Generator | None = None) -> torch.Tensor:
-        self.require("sample", "drawing samples")  # raises: a denoiser needs an input image
-
+    # -- previews (no sampling: these families need an input image) -----------------
     @torch.no_grad()
     def preview(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
         clean = batch["x"][:16].to(self.device)

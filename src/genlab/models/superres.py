@@ -230,10 +230,7 @@ class SuperResolution(GenerativeModel):
 
         return {"loss": (output - high_res).abs().mean().item(), "psnr": mean_psnr(output), "psnr_bicubic": mean_psnr(bicubic)}
 
-    # -- generation -------------------------------------------------------------------
-    def sample(self, n: int, *, condition=None, generator: torch.Generator | None = None) -> torch.Tensor:
-        self.require("sample", "drawing samples")  # raises: an upsampler needs an input image
-
+    # -- previews (no sampling: these families need an input image) -----------------
     @torch.no_grad()
     def preview(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
         high_res = batch["x"][:16].to(self.device)
