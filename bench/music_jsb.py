@@ -110,7 +110,8 @@ def train_head(head: str, overrides: list[str], out: Path, budget_s: float, pati
     start = time.perf_counter()
     result = trainer.fit()
     wall = time.perf_counter() - start
-    model.load_state_dict(trainer.best_state)
+    if trainer.best_state is not None:  # None only if the budget ran out before the first validation
+        model.load_state_dict(trainer.best_state)
     val = trainer.evaluate("val")
     test = trainer.evaluate("test")
     trainer.close()
@@ -118,6 +119,7 @@ def train_head(head: str, overrides: list[str], out: Path, budget_s: float, pati
     (out / "checkpoint.safetensors").unlink(missing_ok=True)  # the model directory holds the best weights
     record = {
         "recipe": recipe,
+        "device": str(trainer.device),
         "overrides": overrides,
         "model": to_dict(model_cfg),
         "data": to_dict(data_spec),
@@ -166,7 +168,7 @@ def main() -> int:
         "patience_epochs": args.patience,
         "heads": heads,
         "published": [{"model": m, "test_nll_per_frame": v, "output": o, "source": s} for m, v, o, s in PUBLISHED],
-        "machine": machine(str(torch.device("cpu"))),
+        "machine": machine(next(iter(heads.values()))["device"]),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "genlab_version": genlab.__version__,
     }

@@ -332,8 +332,16 @@ def test_music_statistics_summary():
     summary = stats.music_statistics([piece, piece.transposed(3)])
     assert summary["pieces"] == 2 and summary["notes"] == 2 * len(piece)
     assert sum(summary["pitch_class_histogram"].values()) == pytest.approx(1.0)
-    comparison = stats.compare_statistics(summary, summary)
-    assert all(value == 0 for value in comparison.values())
+    # A C major scale against the same scale in D major: the same music a tone higher.
+    scale = Piece.from_notes([(p, 4 * i, 4 * i + 4) for i, p in enumerate([60, 62, 64, 65, 67, 69, 71, 72])],
+                             steps_per_quarter=4)
+    comparison = stats.compare_statistics(stats.music_statistics([scale]), stats.music_statistics([scale.transposed(2)]))
+    # Pitch classes: C 2/8 and D..B 1/8 vs D 2/8 and E, F#, G, A, B, C# 1/8 differ by 1/4 at C and
+    # 1/8 at C#, D, F, F#: total variation (1/4 + 4/8) / 2 = 3/8. In its own key each is the same.
+    assert comparison["pitch_class_distance"] == pytest.approx(3 / 8)
+    assert comparison["pitch_class_distance_key_normalized"] == pytest.approx(0.0, abs=1e-12)
+    assert comparison["note_length_distance"] == pytest.approx(0.0, abs=1e-12)
+    assert comparison["polyphony_difference"] == 0 and comparison["in_key_ratio_difference"] == 0
 
 
 # ----------------------------------------------------------------------------- models and compose

@@ -49,8 +49,6 @@ validation and test read consecutive windows, untransposed.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -466,10 +464,13 @@ def _parse_chorales(n: int | None) -> dict[str, np.ndarray]:
     from music21.corpus import chorales
     from tqdm import tqdm
 
-    names = list(chorales.Iterator(returnType="filename"))[:n]
+    names = list(chorales.Iterator(returnType="filename"))
     columns: dict[str, list] = {k: [] for k in ("pitch", "start", "end", "voice")}
     bounds, lengths, bar_quarters, kept = [0], [], [], []
-    for name in tqdm(names, desc="parsing the Bach chorales (once)", unit="chorale", disable=len(names) < 20, mininterval=5.0):
+    for name in tqdm(names, desc="parsing the Bach chorales (once)", unit="chorale", disable=n is not None and n < 20,
+                     mininterval=5.0):
+        if n is not None and len(kept) == n:  # the first n four-part chorales
+            break
         # forceSource: music21 would otherwise keep its own pickled copies in its scratch folder.
         score = corpus.parse(name, forceSource=True)
         if len(score.parts) != N_VOICES:
@@ -514,12 +515,12 @@ def _chorale_arrays(root: Path, max_pieces: int | None) -> dict[str, np.ndarray]
              f"cached in {_chorale_cache(root, None).parent}")
     arrays = _parse_chorales(max_pieces)
     path = _chorale_cache(root, max_pieces)
+    from ..training.checkpoint import atomic_write_bytes
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".chorales-", suffix=".npz")
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)
+        atomic_write_bytes(path, buffer.getvalue())  # a concurrent reader never sees half a file
     except OSError as e:
         warn(f"cannot cache the parsed chorales in {path.parent} ({e.strerror or e}); they will be parsed again next time")
     return arrays

@@ -35,8 +35,6 @@ The WAV is rendered with FluidSynth where installed, else the built-in additive 
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +42,7 @@ import torch
 
 from ..data.music import EventVocabulary, Piece, midi_bytes, notes_to_piano_roll, piano_roll_to_notes, read_midi
 from ..errors import GenlabError, warn
+from ..training.checkpoint import atomic_write_bytes
 
 DEFAULT_TEMPO = 120.0
 BEATS_PER_BAR = 4  # compositions are in 4/4
@@ -79,23 +78,10 @@ class Composition:
         try:
             midi_path.parent.mkdir(parents=True, exist_ok=True)
             for target, data in zip(written, (self.midi, self.wav, self.piano_roll_png)):
-                _write_atomically(target, data)
+                atomic_write_bytes(target, data)  # a player watching the folder never opens half a file
         except OSError as e:
             raise GenlabError(f"cannot write {midi_path}: {e.strerror or e}", "choose a writable output path") from None
         return written
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    # A player watching the folder never opens half a file.
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ----------------------------------------------------------------------------- checks
