@@ -409,6 +409,15 @@ def test_compose_continues_a_prompt(gpt, tmp_path):
     assert compose(gpt, bars=2, seed=0, prompt_midi=path.read_bytes()).midi == composition.midi
 
 
+def test_a_prompt_of_hours_is_refused_before_any_audio_is_made(gpt):
+    from genlab.tasks.compose import compose
+
+    # A few dozen bytes of MIDI can hold one note for 100 bars; the prompt is kept in the output, so it is bounded.
+    long_note = midi_bytes(Piece.from_notes([(60, 0, 100 * 16)], steps_per_quarter=4))
+    with pytest.raises(GenlabError, match="100 bars long"):
+        compose(gpt, bars=1, prompt_midi=long_note)
+
+
 def test_prompt_longer_than_the_context_is_a_clear_error(gpt_dir, tmp_path, capsys):
     notes = [(60 + (i % 12), i, i + 1) for i in range(80)]  # 80 notes: ~240 events, the window is 64
     path = tmp_path / "long.mid"

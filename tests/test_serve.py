@@ -104,6 +104,8 @@ def test_health_and_model_listing(client, models_dir):
     assert models["gpt"]["endpoints"] == ["/v1/completions"] and models["gpt"]["data_kind"] == "text"
     assert models["sr"]["endpoints"] == ["/v1/images/upscale"]
     assert models["denoiser"]["endpoints"] == ["/v1/images/denoise"]
+    # A conditional VAE scores anomalies only with a class, which the endpoint does not take.
+    assert models["cvae"]["endpoints"] == ["/v1/images/generations", "/v1/images/inpaint"]
 
 
 def test_model_detail_has_config_metrics_and_sample_grid(client, models_dir):
@@ -199,6 +201,12 @@ def test_upscale_denoise_and_anomaly_match_the_tasks(client, models_dir):
     assert body["psnr_db"] == pytest.approx(psnr(expected, as_tensor(clean), 1.0))
     assert body["psnr_noisy_db"] == pytest.approx(psnr(noisy, as_tensor(clean), 1.0))
 
+    # Pepper on a black image changes no pixel: PSNR would be inf, which JSON cannot carry; it is floored.
+    response = client.post("/v1/images/denoise", data={"model": "denoiser", "noise": "salt-pepper:0.001", "seed": "0"},
+                           files={"image": png_upload(np.zeros((8, 8), dtype=np.uint8))})
+    assert response.status_code == 200, response.text
+    assert response.json()["psnr_noisy_db"] == pytest.approx(120.0)
+
     images = [digit(i) for i in range(3)]
     files = [("image", png_upload(a, f"d{i}.png")) for i, a in enumerate(images)]
     response = client.post("/v1/anomaly/scores", data={"model": "vae", "method": "elbo", "samples": "4", "seed": "2"},
@@ -260,6 +268,18 @@ def test_completions_stream_server_sent_events(client):
 
 
 # ----------------------------------------------------------------------------- bad input
+
+
+def test_invalid_model_names_are_refused_by_the_store(models_dir):
+    # httpx normalises "../" in URLs before sending, so the name check is tested on the store itself.
+    from genlab.serve.runtime import APIError, ModelStore
+
+    store = ModelStore(models_dir)
+    assert store.path("vae").name == "vae"
+    for name in ("..", "../vae", "vae/../gpt", "/etc", ".hidden", "vae\n", "a" * 129, ""):
+        with pytest.raises(APIError) as refused:
+            store.path(name)
+        assert refused.value.status == 400, name
 
 
 def test_bad_input_is_a_4xx_json_error(client, models_dir, tmp_path):

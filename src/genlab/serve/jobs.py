@@ -41,7 +41,8 @@ def endpoints_for(data_kind: str, capabilities) -> list[str]:
             endpoints.append("/v1/images/upscale")
         if "denoise" in caps:
             endpoints.append("/v1/images/denoise")
-        if caps & {"log_likelihood", "encode"}:
+        if caps & {"log_likelihood", "encode"} and "conditional" not in caps:
+            # A conditional model scores an image only with its class, which the endpoint does not take.
             endpoints.append("/v1/anomaly/scores")
     if data_kind == "text" and "generate" in caps:
         endpoints.append("/v1/completions")
@@ -214,7 +215,9 @@ def denoise_image(store: ModelStore, name: str, image: Upload, noise: str | None
     if kind_level is not None:
         peak = value_range[1] - value_range[0]
         extra = {"noise": noise, "noisy_b64_json": b64(png_bytes(noisy[0], value_range)),
-                 "psnr_db": psnr(result, images, peak), "psnr_noisy_db": psnr(noisy, images, peak)}
+                 # floored: noise that changed no pixel would give inf, which JSON cannot carry
+                 "psnr_db": psnr(result, images, peak, min_mse=1e-12),
+                 "psnr_noisy_db": psnr(noisy, images, peak, min_mse=1e-12)}
     return result[0], value_range, extra
 
 

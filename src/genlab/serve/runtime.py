@@ -30,7 +30,7 @@ from ..errors import GenlabError
 
 # A model's name is its directory's name inside the models directory: one path component,
 # no leading dot (hidden folders, "." and ".."), no separators.
-MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
+MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")  # used with fullmatch: "$" would admit a final newline
 CONFIG_NAME = "config.json"
 
 
@@ -70,7 +70,7 @@ class ModelStore:
         """The models in the directory: sub-folders holding a config.json (symlinks only within it)."""
         found = []
         for child in sorted(self.root.iterdir()):
-            if MODEL_NAME.match(child.name) and self._inside(child) and (child / CONFIG_NAME).is_file():
+            if MODEL_NAME.fullmatch(child.name) and self._inside(child) and (child / CONFIG_NAME).is_file():
                 found.append(child.name)
         return found
 
@@ -80,7 +80,7 @@ class ModelStore:
 
     def path(self, name: str, param: str = "model") -> Path:
         """The directory of model `name`, which must lie inside the models directory."""
-        if not isinstance(name, str) or not MODEL_NAME.match(name) or len(name) > 128:
+        if not isinstance(name, str) or not MODEL_NAME.fullmatch(name) or len(name) > 128:  # schemas.MAX_MODEL_NAME
             raise APIError(400, f"{name!r} is not a valid model name",
                            "a model name is the name of a folder in the models directory: letters, digits, "
                            "'.', '_' and '-', without '/' or '..'; GET /v1/models lists them", param=param)

@@ -47,6 +47,9 @@ from ..training.checkpoint import atomic_write_bytes
 DEFAULT_TEMPO = 120.0
 BEATS_PER_BAR = 4  # compositions are in 4/4
 MAX_BARS = 512
+# The prompt stays in the piece (and its WAV), so a tiny MIDI file holding one note for hours
+# must not turn into hours of audio.
+MAX_PROMPT_BARS = 64
 EVENTS_PER_STEP_CAP = 12  # an event model that never moves the time on is stopped after this many per step
 # A new note still sounding a whole note after it began ends there. An event model forgets a
 # note-off easily once the note-on has slid out of its context window, and the note would
@@ -203,6 +206,10 @@ def read_prompt(prompt_midi: str | Path | bytes, steps_per_quarter: int) -> Piec
         raise GenlabError(f"prompt_midi must be a path or MIDI bytes, got {type(prompt_midi).__name__}")
     if not len(piece):
         raise GenlabError("the prompt MIDI has no notes (drum tracks are left out)", "give a MIDI file with notes to continue")
+    if piece.length > MAX_PROMPT_BARS * piece.steps_per_bar:
+        raise GenlabError(f"the prompt MIDI is {piece.length / piece.steps_per_bar:.0f} bars long; a prompt may be at "
+                          f"most {MAX_PROMPT_BARS} bars (it is kept in the composition)",
+                          "cut the prompt to its last few bars: the model reads only its context window of it anyway")
     return piece
 
 

@@ -436,7 +436,7 @@ async function completeText() {
     seed: intOrNull("text-seed"),
     stream,
   });
-  const boxes = Array.from({ length: Math.max(1, Math.min(n, 64)) }, (_, i) => completionBox(i, prompt));
+  const boxes = Array.from({ length: Math.max(1, Math.min(n, 8)) }, (_, i) => completionBox(i, prompt));
   output.replaceChildren(...boxes);
   output.dataset.state = "running";
   textAbort = new AbortController();
