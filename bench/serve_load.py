@@ -31,6 +31,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("GENLAB_DATA_DIR", str(REPO.parent / "shared" / "data"))
 sys.path.insert(0, str(REPO / "bench"))
@@ -131,14 +133,14 @@ async def run_load(url: str, plan: list[str], kinds: dict, concurrency: int) -> 
         return await asyncio.gather(*(one(name) for name in plan))
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    rank = q / 100 * (len(ordered) - 1)  # linear interpolation between closest ranks (numpy's default)
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+def percentile_ms(seconds: list[float], q: float) -> float | None:
+    """The q-th percentile in milliseconds (numpy's linear interpolation); None when nothing succeeded,
+    so the JSON holds null rather than NaN."""
+    return 1000 * float(np.percentile(seconds, q)) if seconds else None
+
+
+def shown_ms(value: float | None) -> str:
+    return f"{value:>10.1f}" if value is not None else f"{'-':>10}"
 
 
 def summarize(results: list[dict], wall_s: float) -> dict:
@@ -152,15 +154,15 @@ def summarize(results: list[dict], wall_s: float) -> dict:
         for r in group:
             codes[str(r["status"])] = codes.get(str(r["status"]), 0) + 1
         rows[name] = {"requests": len(group), "ok": len(ok), "status_codes": codes,
-                      "p50_ms": 1000 * percentile(ok, 50), "p99_ms": 1000 * percentile(ok, 99),
+                      "p50_ms": percentile_ms(ok, 50), "p99_ms": percentile_ms(ok, 99),
                       "mean_ms": 1000 * sum(ok) / max(1, len(ok)), "throughput_rps": len(group) / wall_s}
         if name == "stream":
-            rows[name]["first_byte_p50_ms"] = 1000 * percentile([r["first_byte_s"] for r in group if r["first_byte_s"]], 50)
+            rows[name]["first_byte_p50_ms"] = percentile_ms([r["first_byte_s"] for r in group if r["first_byte_s"]], 50)
     everything = [r["seconds"] for r in results if r["status"] < 400]
     return {"endpoints": rows, "all": {"requests": len(results), "ok": len(everything), "wall_s": wall_s,
                                        "throughput_rps": len(results) / wall_s,
-                                       "p50_ms": 1000 * percentile(everything, 50),
-                                       "p99_ms": 1000 * percentile(everything, 99),
+                                       "p50_ms": percentile_ms(everything, 50),
+                                       "p99_ms": percentile_ms(everything, 99),
                                        "server_errors": sum(r["status"] >= 500 for r in results),
                                        "rejected_429": sum(r["status"] == 429 for r in results)}}
 
@@ -240,12 +242,12 @@ def main() -> None:
           f"{workers_threads} torch threads on {os.cpu_count()} cores; {wall:.1f} s")
     print(f"{'endpoint':<13}{'requests':>9}{'ok':>6}{'req/s':>8}{'p50 ms':>10}{'p99 ms':>10}  status codes")
     for name, row in summary["endpoints"].items():
-        extra = f"  (first text p50 {row['first_byte_p50_ms']:.0f} ms)" if "first_byte_p50_ms" in row else ""
-        print(f"{name:<13}{row['requests']:>9}{row['ok']:>6}{row['throughput_rps']:>8.2f}{row['p50_ms']:>10.1f}"
-              f"{row['p99_ms']:>10.1f}  {row['status_codes']}{extra}")
+        extra = f"  (first text p50 {row['first_byte_p50_ms']:.0f} ms)" if row.get("first_byte_p50_ms") is not None else ""
+        print(f"{name:<13}{row['requests']:>9}{row['ok']:>6}{row['throughput_rps']:>8.2f}{shown_ms(row['p50_ms'])}"
+              f"{shown_ms(row['p99_ms'])}  {row['status_codes']}{extra}")
     total = summary["all"]
-    print(f"{'all':<13}{total['requests']:>9}{total['ok']:>6}{total['throughput_rps']:>8.2f}{total['p50_ms']:>10.1f}"
-          f"{total['p99_ms']:>10.1f}  5xx: {total['server_errors']}, 429: {total['rejected_429']}")
+    print(f"{'all':<13}{total['requests']:>9}{total['ok']:>6}{total['throughput_rps']:>8.2f}{shown_ms(total['p50_ms'])}"
+          f"{shown_ms(total['p99_ms'])}  5xx: {total['server_errors']}, 429: {total['rejected_429']}")
     print(f"wrote {path}")
 
 
