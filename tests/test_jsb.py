@@ -273,6 +273,9 @@ def test_genlab_train_lowers_the_nll_and_round_trips(capsys, tmp_path, jsb):
     assert evaluated["frames"] == jsb.test.num_frames
     code, _, err = run_cli(capsys, "eval", str(out), "--against", "mnist:test")
     assert_clean_error(code, err, "split of its own data")
+    code, stdout, err = run_cli(capsys, "eval", str(out), "--against", "jsb:val")  # the same names as other kinds
+    assert code == 0, err
+    assert "frame-level NLL on jsb:quarter:val (76 pieces" in stdout
 
 
 def test_cli_lists_the_data_set(capsys):

@@ -20,16 +20,6 @@ def independent_frame_log_prob(logits: torch.Tensor, frames: torch.Tensor) -> to
     return -F.binary_cross_entropy_with_logits(logits.float(), frames.float(), reduction="none").sum(-1)
 
 
-def frame_nll(frame_log_probs: torch.Tensor, mask: torch.Tensor | None = None) -> float:
-    """Frame-level NLL in nats: -sum of log p(frame) over the real frames / their number."""
-    if mask is None:
-        mask = torch.ones_like(frame_log_probs, dtype=torch.bool)
-    count = int(mask.sum())
-    if count == 0:
-        raise ValueError("frame_nll needs at least one frame")
-    return -float(frame_log_probs.double()[mask].sum()) / count
-
-
 @torch.no_grad()
 def pianoroll_likelihood(model, data, split: str, batch_size: int = 16) -> dict:
     """Frame-level NLL of a piano-roll model on every frame of a split (and without each
@@ -61,10 +51,13 @@ def evaluate_pianoroll(model, model_dir, *, against: str | None = None) -> dict:
     from ..data.jsb import PianoRollDataSpec, load_pianoroll_data
     from ..errors import GenlabError
 
-    head, _, split = (against or "test").rpartition(":")  # "test" or "jsb:test"
-    if head not in ("", model.artifact_config["data"]["name"]) or split not in ("train", "val", "test"):
+    from ..evaluation import parse_against
+
+    own_data = model.artifact_config["data"]["name"]
+    data_name, split = parse_against(against, own_data)  # "test", "jsb" or "jsb:test"
+    if data_name != own_data:
         raise GenlabError(f"--against {against!r}: a piano-roll model is scored on a split of its own data",
-                          "use --against train, val or test")
+                          f"use --against train, val or test (or {own_data}:SPLIT)")
     start = time.perf_counter()
     spec = from_dict(PianoRollDataSpec, {**model.artifact_config["data"], "transpose": 0}, "data")
     data = load_pianoroll_data(spec)
