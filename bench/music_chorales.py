@@ -45,7 +45,7 @@ from genlab.tasks.compose import compose, sample_pieces  # noqa: E402
 
 def held_out_nats_per_event(model, data, split: str) -> dict:
     """genlab eval's event likelihood (every event of the split scored once), under the bench's key names."""
-    scored = event_likelihood(model, data, split)
+    scored = event_likelihood(model, data, split, progress=False)
     return {"events": scored["events"], "nats_per_event": scored["loss"], "perplexity": scored["perplexity"]}
 
 

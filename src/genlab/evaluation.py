@@ -219,9 +219,10 @@ TEXT_SAMPLES = 20  # default number of samples for the diversity metrics
 
 
 @torch.no_grad()
-def text_likelihood(model, data, split: str, batch_size: int = 32, progress: bool = True) -> dict:
-    """Every token of a split scored once: consecutive windows of the model's context, each
-    token predicted from the tokens before it in its window."""
+def window_nats(model, data, split: str, batch_size: int = 32, progress: bool = True) -> tuple[float, int]:
+    """(total nats, tokens) with every token of a split scored once: consecutive windows of the
+    model's context, each token predicted from the tokens before it in its window. Text and
+    music events alike (data.TokenWindows)."""
     n_windows = data.num_examples(split)
     total_nats, tokens = 0.0, 0
     for start in tqdm(range(0, n_windows, batch_size), disable=not progress, unit="batch", desc=f"likelihood ({split})"):
@@ -229,6 +230,13 @@ def text_likelihood(model, data, split: str, batch_size: int = 32, progress: boo
         log_p = model.token_log_likelihoods(batch["x"].to(model.device))
         total_nats -= log_p.double().sum().item()
         tokens += log_p.numel()
+    return total_nats, tokens
+
+
+@torch.no_grad()
+def text_likelihood(model, data, split: str, batch_size: int = 32, progress: bool = True) -> dict:
+    """Nats per token, perplexity and bits per character of a split (window_nats)."""
+    total_nats, tokens = window_nats(model, data, split, batch_size, progress)
     loss = total_nats / tokens
     characters = tokens / data.split(split).tokens_per_char
     return {"tokens": tokens, "loss": loss, "perplexity": perplexity(loss),
@@ -298,15 +306,9 @@ MUSIC_SAMPLES, MUSIC_SAMPLE_BARS = 20, 8
 
 
 @torch.no_grad()
-def event_likelihood(model, data, split: str, batch_size: int = 32) -> dict:
-    """Every event of a music split scored once, as text_likelihood does for tokens: nats per event."""
-    n_windows = data.num_examples(split)
-    total_nats, events = 0.0, 0
-    for start in range(0, n_windows, batch_size):
-        batch = data.batch(split, torch.arange(start, min(start + batch_size, n_windows)))
-        log_p = model.token_log_likelihoods(batch["x"].to(model.device))
-        total_nats -= log_p.double().sum().item()
-        events += log_p.numel()
+def event_likelihood(model, data, split: str, batch_size: int = 32, progress: bool = True) -> dict:
+    """Nats per event and perplexity of a music split (window_nats)."""
+    total_nats, events = window_nats(model, data, split, batch_size, progress)
     return {"events": events, "loss": total_nats / events, "perplexity": perplexity(total_nats / events)}
 
 
@@ -327,7 +329,7 @@ def evaluate_music(model, model_dir: str | Path, *, against: str | None, n: int 
                     "genlab_version": __version__}
     start = time.perf_counter()
     if "likelihood" in wanted:
-        result["likelihood"] = {s: event_likelihood(model, data, s) for s in splits}
+        result["likelihood"] = {s: event_likelihood(model, data, s, progress=progress) for s in splits}
     if "samples" in wanted:
         n_samples = n or MUSIC_SAMPLES
         reference_split = splits[0] if splits else split
