@@ -147,8 +147,9 @@ def sample_pieces(model, n: int, *, bars: int, generator: torch.Generator | None
     target = prompt_steps + bars * steps_per_bar
     shift_steps = vocabulary.shift_steps().to(model.device)
     max_new = (target - prompt_steps) * EVENTS_PER_STEP_CAP + 64
+    # The n rows come from the batch below (generate_tokens draws one token per row), not num_return_sequences.
     config = GenerationConfig(max_new_tokens=max_new, temperature=float(temperature), top_p=top_p, seed=seed,
-                              num_return_sequences=n if temperature > 0 else 1, suppress_tokens=(vocabulary.START,))
+                              suppress_tokens=(vocabulary.START,))
     batch = prompt_tokens.to(model.device).repeat(n, 1)
     time = torch.full((n,), prompt_steps, dtype=torch.long, device=model.device)
     drawn = []
