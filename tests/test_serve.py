@@ -167,6 +167,10 @@ def test_inpaint_keeps_known_pixels_and_fills_the_mask(client, models_dir):
                        steps=20, restarts=2, seed=3)
     assert np.array_equal(result, to_uint8(expected)[0, 0].numpy())
 
+    # a drawn mask of another size is named by its upload's file name (no temporary file anywhere)
+    small_mask = png_upload(np.full((5, 5), 255, dtype=np.uint8), "m.png")
+    assert_error(client.post("/v1/images/inpaint", data={"model": "vae"}, files={**files, "mask": small_mask}), 400,
+                 "the mask 'm.png' is 5x5 but the image is 8x8")
     # the same mask drawn as a picture (white = missing) gives the same result
     drawn = png_upload((mask * 255).astype(np.uint8), "mask.png")
     same = client.post("/v1/images/inpaint", data={"model": "vae", "steps": "20", "restarts": "2", "seed": "3",

@@ -203,14 +203,11 @@ def generate(model, prompt: str = "", **options) -> list[str]:
     from .sampling import generate as generate_text
 
     model.require("generate", "prompted text generation")
-    if isinstance(options.get("stop"), str):
-        options["stop"] = [options["stop"]]
     return generate_text(model, prompt, from_dict(GenerationConfig, options, "generation"))
 
 
 def save_samples(model, images: torch.Tensor, path: str | Path) -> Path:
-    value_range = tuple(getattr(model.config, "data_range", (0.0, 1.0)))
-    return save_grid(path, images, value_range, scale=display_scale(images.shape[-2]))
+    return save_grid(path, images, model.data_range, scale=display_scale(images.shape[-2]))
 
 
 def evaluate(model_dir, **options) -> dict:

@@ -83,7 +83,7 @@ def draw_samples(model, n: int, seed: int) -> torch.Tensor:
     """n samples in [0, 1] on the CPU, drawn in batches from one seeded generator."""
     model.require("sample", "the sample-quality metrics")
     generator = torch.Generator(model.device).manual_seed(seed)
-    low, high = tuple(getattr(model.config, "data_range", (0.0, 1.0)))
+    low, high = model.data_range
     parts = []
     for start in range(0, n, SAMPLE_BATCH):
         images = model.sample(min(SAMPLE_BATCH, n - start), generator=generator)
@@ -243,6 +243,12 @@ def text_likelihood(model, data, split: str, batch_size: int = 32, progress: boo
             "bits_per_char": bits_per_char(total_nats, characters)}
 
 
+def held_out_splits(data, split: str, against: str | None) -> tuple[str, ...]:
+    """The split asked for, or by default both held-out parts (val and test), keeping those
+    with at least one window to score (text and music event data)."""
+    return tuple(s for s in ((split,) if against is not None else ("val", "test")) if data.num_examples(s) > 0)
+
+
 def text_diversity(texts: list[str], seed: int = 0) -> dict[str, float | None]:
     """distinct-1/2/3 and self-BLEU; None where a metric is undefined (e.g. texts without words)."""
     metrics = {f"distinct-{k}": (lambda k=k: distinct_n(texts, k)) for k in (1, 2, 3)}
@@ -273,10 +279,9 @@ def evaluate_text(model, model_dir: str | Path, *, against: str | None, n: int |
         raise GenlabError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
     config = model.artifact_config
     data_name, split = parse_against(against, config["data"]["name"])
-    splits = (split,) if against is not None else ("val", "test")  # by default both held-out parts
     spec_values = {**config["data"], "name": data_name}
     data = load_text_data(from_dict(TextDataSpec, spec_values, "data"), tokenizer=model.tokenizer)
-    splits = tuple(s for s in splits if data.num_examples(s) > 0)
+    splits = held_out_splits(data, split, against)
     if not splits:
         raise GenlabError(f"the {split} split of {data_name} is empty", "evaluate against another split")
     wanted = _metric_groups(model, metrics)
@@ -323,7 +328,7 @@ def evaluate_music(model, model_dir: str | Path, *, against: str | None, n: int 
     config = model.artifact_config
     data_name, split = parse_against(against, config["data"]["name"])
     data = load_music_data(from_dict(MusicDataSpec, {**config["data"], "name": data_name}, "data"))
-    splits = tuple(s for s in ((split,) if against is not None else ("val", "test")) if data.num_examples(s) > 0)
+    splits = held_out_splits(data, split, against)
     wanted = _metric_groups(model, metrics)
     result: dict = {"kind": "music", "data": f"{data_name}:{'+'.join(splits) or split}", "seed": seed,
                     "genlab_version": __version__}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -32,15 +33,33 @@ def make_grid(images: torch.Tensor, value_range=(0.0, 1.0), nrow: int | None = N
     return grid.permute(1, 2, 0).numpy()
 
 
+def picture_of(array: np.ndarray) -> Image.Image:
+    """A uint8 [H, W, C] array (C is 1 or 3) as a Pillow image (L or RGB)."""
+    return Image.fromarray(array[:, :, 0], mode="L") if array.shape[2] == 1 else Image.fromarray(array, mode="RGB")
+
+
+def image_picture(image: torch.Tensor, value_range=(0.0, 1.0)) -> Image.Image:
+    """One [C, H, W] (or [1, C, H, W]) image at its own resolution: the exact pixels."""
+    return picture_of(to_uint8(image.reshape(-1, *image.shape[-3:])[0], value_range).permute(1, 2, 0).numpy())
+
+
+def grid_picture(images: torch.Tensor, value_range=(0.0, 1.0), nrow: int | None = None, scale: int = 1,
+                 padding: int = 2) -> Image.Image:
+    """[N, C, H, W] images as one grid picture, enlarged `scale` times (nearest) so small tiles are visible."""
+    picture = picture_of(make_grid(images, value_range, nrow, padding))
+    return picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST) if scale > 1 else picture
+
+
+def png_bytes(picture: Image.Image) -> bytes:
+    """A Pillow image encoded as PNG, in memory (for HTTP replies)."""
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def save_grid(path: str | Path, images: torch.Tensor, value_range=(0.0, 1.0), nrow: int | None = None, scale: int = 1) -> Path:
     """Save a grid PNG; small images are scaled up (nearest) so an 8x8 digit is visible."""
-    path = Path(path)
-    array = make_grid(images, value_range, nrow)
-    mode = "L" if array.shape[2] == 1 else "RGB"
-    picture = Image.fromarray(array[:, :, 0] if mode == "L" else array, mode=mode)
-    if scale > 1:
-        picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
-    return save_png(picture, path)
+    return save_png(grid_picture(images, value_range, nrow, scale), path)
 
 
 def save_png(picture: Image.Image, path: str | Path) -> Path:

@@ -112,6 +112,11 @@ class GenerativeModel(nn.Module):
             )
 
     @property
+    def data_range(self) -> tuple[float, float]:
+        """The (low, high) value range of the images the model takes and makes ((0, 1) if its config has none)."""
+        return tuple(getattr(self.config, "data_range", (0.0, 1.0)))
+
+    @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 

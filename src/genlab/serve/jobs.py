@@ -11,15 +11,14 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import GenlabError
+from ..imageio import display_scale, grid_picture, image_picture
+from ..imageio import png_bytes as encode_png
 from .runtime import APIError, JobTimeout, ModelStore
 from .schemas import MAX_IMAGE_PIXELS, MAX_PROMPT_MIDI_BYTES
 
@@ -64,33 +63,14 @@ def _model_for(store: ModelStore, name: str, data_kind: str, capability: str, pu
 # ----------------------------------------------------------------------------- images out
 
 
-def data_range(model) -> tuple[float, float]:
-    return tuple(getattr(model.config, "data_range", (0.0, 1.0)))
-
-
 def png_bytes(image: torch.Tensor, value_range) -> bytes:
     """One [C, H, W] image as PNG bytes at its own resolution (the exact result pixels)."""
-    from ..imageio import to_uint8
-
-    pixels = to_uint8(image, value_range).permute(1, 2, 0).numpy()
-    picture = Image.fromarray(pixels[:, :, 0], mode="L") if pixels.shape[2] == 1 else Image.fromarray(pixels, mode="RGB")
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
-    return buffer.getvalue()
+    return encode_png(image_picture(image, value_range))
 
 
 def grid_png_bytes(images: torch.Tensor, value_range) -> bytes:
     """[N, C, H, W] images as one PNG grid, small tiles enlarged as in `genlab sample`."""
-    from ..imageio import display_scale, make_grid
-
-    array = make_grid(images, value_range)
-    picture = Image.fromarray(array[:, :, 0], mode="L") if array.shape[2] == 1 else Image.fromarray(array, mode="RGB")
-    scale = display_scale(images.shape[-2])
-    if scale > 1:
-        picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
-    return buffer.getvalue()
+    return encode_png(grid_picture(images, value_range, scale=display_scale(images.shape[-2])))
 
 
 def b64(data: bytes) -> str:
@@ -128,20 +108,14 @@ def _check_image(upload: Upload) -> None:
 
 def _load_images(uploads: list[Upload], shape, value_range) -> tuple[torch.Tensor, list[tuple[int, int]]]:
     """Uploaded images as one [N, C, H, W] batch in the model's shape and range (converted and
-    resized by genlab.tasks.images.load_image, which reads files), with each file's own size."""
+    resized by genlab.tasks.images.load_image), with each image's own size."""
     from ..tasks.images import load_image
 
     for upload in uploads:
         _check_image(upload)
-    images, sizes = [], []
-    with tempfile.TemporaryDirectory(prefix="genlab-serve-") as folder:
-        for i, upload in enumerate(uploads):
-            path = Path(folder) / f"{upload.param}-{i}"
-            path.write_bytes(upload.data)
-            image, size = load_image(path, tuple(shape), value_range)
-            images.append(image)
-            sizes.append(size)
-    return torch.cat(images), sizes
+    loaded = [load_image(upload.data, tuple(shape), value_range, name=f"{upload.param} {upload.filename!r}")
+              for upload in uploads]
+    return torch.cat([image for image, _ in loaded]), [size for _, size in loaded]
 
 
 def _mask(mask: Upload | None, mask_spec: str | None, size: tuple[int, int], target, seed: int) -> torch.Tensor:
@@ -151,13 +125,7 @@ def _mask(mask: Upload | None, mask_spec: str | None, size: tuple[int, int], tar
     if mask is None:  # a spec (checked by api.py to be box:/half:/random:, never a server path)
         return make_mask(mask_spec, size, target, generator)
     _check_image(mask)
-    with tempfile.TemporaryDirectory(prefix="genlab-serve-") as folder:
-        path = Path(folder) / "mask"
-        path.write_bytes(mask.data)
-        try:
-            return make_mask(str(path), size, target, generator)
-        except GenlabError as e:  # name the upload, not the temporary file
-            raise GenlabError(e.message.replace(str(path), f"mask {mask.filename!r}"), e.hint) from None
+    return make_mask(mask.data, size, target, generator, name=repr(mask.filename))
 
 
 # ----------------------------------------------------------------------------- image jobs
@@ -168,7 +136,7 @@ def generate_images(store: ModelStore, name: str, n: int, seed: int, label: int 
     from ..api import sample
 
     model = _model_for(store, name, "image", "sample", "image generation")
-    return sample(model, n, seed=seed, condition=label), data_range(model)
+    return sample(model, n, seed=seed, condition=label), model.data_range
 
 
 def inpaint_image(store: ModelStore, name: str, image: Upload, mask: Upload | None, mask_spec: str | None, *,
@@ -180,7 +148,7 @@ def inpaint_image(store: ModelStore, name: str, image: Upload, mask: Upload | No
         raise APIError(400, f"model {name!r} is a {model.data_kind} model; inpainting needs an image model "
                        "(a VAE or a GAN)", param="model")
     require_latent_generator(model, "inpainting")
-    shape, value_range = tuple(model.config.input_shape), data_range(model)
+    shape, value_range = tuple(model.config.input_shape), model.data_range
     images, sizes = _load_images([image], shape, value_range)
     missing = _mask(mask, mask_spec, sizes[0], shape[1:], seed)
     result = inpaint(model, images, missing, method=method, steps=steps, restarts=restarts, labels=label, seed=seed)
@@ -191,7 +159,7 @@ def upscale_image(store: ModelStore, name: str, image: Upload):
     from ..tasks.superres import superres
 
     model = _model_for(store, name, "image", "upscale", "super-resolution")
-    value_range = data_range(model)
+    value_range = model.data_range
     low_res, _ = _load_images([image], model.config.low_res_shape, value_range)
     return superres(model, low_res)[0], value_range, {"scale": model.config.scale}
 
@@ -204,7 +172,7 @@ def denoise_image(store: ModelStore, name: str, image: Upload, noise: str | None
     from ..tasks.denoise import denoise, parse_noise
 
     model = _model_for(store, name, "image", "denoise", "denoising")
-    value_range = data_range(model)
+    value_range = model.data_range
     kind_level = parse_noise(noise) if noise else None  # a bad spec fails before any work
     images, _ = _load_images([image], tuple(model.config.input_shape), value_range)
     extra = {}
@@ -228,7 +196,7 @@ def score_anomalies(store: ModelStore, name: str, uploads: list[Upload], *, meth
     if model.data_kind != "image":
         raise APIError(400, f"model {name!r} is a {model.data_kind} model; anomaly scores need an image model "
                        "(a VAE)", param="model")
-    images, _ = _load_images(uploads, tuple(model.config.input_shape), data_range(model))
+    images, _ = _load_images(uploads, tuple(model.config.input_shape), model.data_range)
     scores = anomaly_scores(model, images, method=method, samples=samples, seed=seed)
     return scores.tolist()
 

@@ -103,7 +103,7 @@ def augmentation_benefit(model, real_images: torch.Tensor, real_labels: torch.Te
     """Test accuracy of the same classifier trained on the real images alone and with synthetic ones added.
 
     Images in the model's data range (they are mapped to [0, 1] for the classifier)."""
-    low, high = tuple(getattr(model.config, "data_range", (0.0, 1.0)))
+    low, high = model.data_range
 
     def unit(x: torch.Tensor) -> torch.Tensor:
         return ((x.float() - low) / (high - low)).clamp(0.0, 1.0)

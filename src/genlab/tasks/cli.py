@@ -177,10 +177,6 @@ def run_apply(args) -> int:
 # ----------------------------------------------------------------------------- shared pieces
 
 
-def _range(model) -> tuple[float, float]:
-    return tuple(getattr(model.config, "data_range", (0.0, 1.0)))
-
-
 def _source(args) -> str:
     """'files' or 'dataset', after checking that exactly one was given."""
     files = _files(args)
@@ -232,7 +228,7 @@ def _inpaint(model, args) -> None:
 
     require_latent_generator(model, "inpainting")  # fail on the model before reading any file
     source = _source(args)
-    shape, data_range = tuple(model.config.input_shape), _range(model)
+    shape, data_range = tuple(model.config.input_shape), model.data_range
     generator = torch.Generator().manual_seed(args.seed)
     if source == "files":
         images, size = load_image(args.images, shape, data_range)
@@ -263,7 +259,7 @@ def _superres(model, args) -> None:
 
     model.require("upscale", "super-resolution")
     source = _source(args)
-    config, data_range = model.config, _range(model)
+    config, data_range = model.config, model.data_range
     if source == "files" and not args.evaluate:
         low_res, _ = load_image(args.images, config.low_res_shape, data_range)
         upscaled = superres(model, low_res)
@@ -292,7 +288,7 @@ def _denoise(model, args) -> None:
 
     model.require("denoise", "denoising")
     source = _source(args)
-    shape, data_range = tuple(model.config.input_shape), _range(model)
+    shape, data_range = tuple(model.config.input_shape), model.data_range
     if args.noise is not None:
         parse_noise(args.noise)  # a bad spec fails before any work
     if source == "files" and args.noise is None:
@@ -337,7 +333,7 @@ def _anomaly(model, args) -> None:
 
     model.require("encode" if args.method == "recon" else "log_likelihood", f"{args.method} anomaly scores")
     source = _source(args)
-    shape, data_range = tuple(model.config.input_shape), _range(model)
+    shape, data_range = tuple(model.config.input_shape), model.data_range
     if source == "files":
         names = _files(args)
         images, labels = load_images(names, shape, data_range), None
@@ -380,7 +376,7 @@ def _write_text(path: str, text: str) -> None:
 def _two_images(model, args):
     from .images import dataset_images, load_images
 
-    shape, data_range = tuple(model.config.input_shape), _range(model)
+    shape, data_range = tuple(model.config.input_shape), model.data_range
     if _source(args) == "files":
         files = _files(args)
         if len(files) != 2:
@@ -397,7 +393,7 @@ def _interpolate(model, args) -> None:
     model.require("encode", "latent interpolation between images")
     pair = _two_images(model, args)
     frames = interpolate(model, pair[:1], pair[1:], steps=args.steps, method=args.method, label=args.label)
-    data_range = _range(model)
+    data_range = model.data_range
     strip = save_strip(args.output, frames, data_range, nrow=len(frames))
     gif = save_gif(args.gif or Path(args.output).with_suffix(".gif"), [f[None] for f in frames], data_range)
     print(f"{args.method} interpolation, {args.steps} steps: wrote {strip} and {gif}")
@@ -411,10 +407,10 @@ def _traverse(model, args) -> None:
     images = None
     if args.images or args.against:
         shape = tuple(model.config.input_shape)
-        images = load_image(args.images, shape, _range(model))[0] if _source(args) == "files" else \
+        images = load_image(args.images, shape, model.data_range)[0] if _source(args) == "files" else \
             dataset_images(model, args.against, 1, args.seed)[0]
     grid, dims = traverse(model, images, dims=args.dims, span=args.span, steps=args.steps, label=args.label)
-    data_range = _range(model)
+    data_range = model.data_range
     strip = save_strip(args.output, grid.flatten(0, 1), data_range, nrow=args.steps)
     gif = save_gif(args.gif or Path(args.output).with_suffix(".gif"), [grid[:, j] for j in range(grid.shape[1])],
                    data_range, nrow=len(dims))
@@ -450,7 +446,7 @@ def _augment(model, args) -> None:
         path = Path(args.output)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            np.savez_compressed(path, images=to_uint8(images, _range(model)).numpy(), labels=labels.numpy())
+            np.savez_compressed(path, images=to_uint8(images, model.data_range).numpy(), labels=labels.numpy())
         except OSError as e:
             raise GenlabError(f"cannot write {path}: {e.strerror or e}", "choose a writable output path") from None
         print(f"wrote {len(labels)} labelled samples to {path} (train on them with data.name=npz:{path})")
@@ -464,7 +460,7 @@ def _compress(model, args) -> None:
 
     model.require("encode", "latent-code compression")
     source = _source(args)
-    shape, data_range = tuple(model.config.input_shape), _range(model)
+    shape, data_range = tuple(model.config.input_shape), model.data_range
     if args.fit_n < 1:
         raise GenlabError(f"--fit-n must be at least 1, got {args.fit_n}")
     images = load_images(_files(args), shape, data_range) if source == "files" else \

@@ -16,6 +16,7 @@ is then resized):
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -23,29 +24,37 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import GenlabError, warn
-from ..imageio import display_scale, make_grid, save_grid, save_png, to_uint8
+from ..imageio import display_scale, grid_picture, image_picture, save_grid, save_png
 
 GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F"}
 MASK_SPECS = "box:LEFT,TOP,WIDTH,HEIGHT, half:top|bottom|left|right, random:FRACTION, or a PNG (white = missing)"
 
 
-def _open(path: str | Path, what: str = "image") -> Image.Image:
-    path = Path(path)
-    if not path.is_file():
-        raise GenlabError(f"no {what} file at {path}", "pass the path of a PNG or JPEG file")
+def _open(source: str | Path | bytes, what: str = "image", name: str | None = None) -> Image.Image:
+    """A decoded Pillow image from a file path, or from the bytes of an upload (`name` names it in messages)."""
+    if isinstance(source, (bytes, bytearray)):
+        name, stream = name or f"the {what}", io.BytesIO(source)
+    else:
+        stream = Path(source)
+        name = name or str(stream)
+        if not stream.is_file():
+            raise GenlabError(f"no {what} file at {stream}", "pass the path of a PNG or JPEG file")
     try:
-        picture = Image.open(path)
+        picture = Image.open(stream)
         picture.load()  # decode now: a truncated file fails here, not deep inside a conversion
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
-        raise GenlabError(f"cannot read {what} {path}: not a readable image ({e})",
+        raise GenlabError(f"cannot read {what} {name}: not a readable image ({e})",
                           "pass a PNG or JPEG file; the file may be damaged") from None
     return picture
 
 
-def load_image(path: str | Path, shape: tuple[int, ...], data_range=(0.0, 1.0)) -> tuple[torch.Tensor, tuple[int, int]]:
-    """An image file as a [1, C, H, W] float tensor of `shape` (C, H, W) in `data_range`,
-    and the file's own size (width, height), which mask specs are drawn at."""
-    picture = _open(path)
+def load_image(source: str | Path | bytes, shape: tuple[int, ...], data_range=(0.0, 1.0), *,
+               name: str | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
+    """An image file (a path, or the bytes of an upload called `name`) as a [1, C, H, W] float
+    tensor of `shape` (C, H, W) in `data_range`, and the image's own size (width, height),
+    which mask specs are drawn at."""
+    picture = _open(source, name=name)
+    path = name or (source if not isinstance(source, (bytes, bytearray)) else "the image")  # for notices
     channels, height, width = shape
     target_mode = "L" if channels == 1 else "RGB"
     colour = picture.mode not in GREY_MODES
@@ -86,11 +95,15 @@ def load_images(paths: list[str | Path], shape: tuple[int, ...], data_range=(0.0
 # ----------------------------------------------------------------------------- masks
 
 
-def make_mask(spec: str, size: tuple[int, int], target: tuple[int, int], generator: torch.Generator | None = None) -> torch.Tensor:
-    """A [1, 1, H, W] bool mask (True = missing) at the model's size `target` (H, W), from a spec
-    or a mask image drawn at the input image's `size` (width, height)."""
+def make_mask(spec: str | bytes, size: tuple[int, int], target: tuple[int, int], generator: torch.Generator | None = None,
+              *, name: str | None = None) -> torch.Tensor:
+    """A [1, 1, H, W] bool mask (True = missing) at the model's size `target` (H, W), from a spec,
+    or a mask image (a path, or the bytes of an upload called `name`) drawn at the input image's
+    `size` (width, height)."""
     width, height = size
-    kind, _, arg = spec.partition(":")
+    uploaded = isinstance(spec, (bytes, bytearray))
+    label = name or ("the uploaded mask" if uploaded else spec)
+    kind, _, arg = ("", "", "") if uploaded else spec.partition(":")
     if kind == "box" and arg:
         try:
             left, top, box_w, box_h = (int(v) for v in arg.split(","))
@@ -122,10 +135,10 @@ def make_mask(spec: str, size: tuple[int, int], target: tuple[int, int], generat
     elif kind in ("box", "half", "random") and not Path(spec).exists():
         raise GenlabError(f"cannot read mask {spec!r}", f"a mask is {MASK_SPECS}")
     else:
-        picture = _open(spec, "mask")
+        picture = _open(spec, "mask", name=name)
         if picture.size != (width, height):
             raise GenlabError(
-                f"the mask {spec} is {picture.size[0]}x{picture.size[1]} but the image is {width}x{height}",
+                f"the mask {label} is {picture.size[0]}x{picture.size[1]} but the image is {width}x{height}",
                 "draw the mask at the image's size (white = missing), or use a spec such as box:8,8,12,12",
             )
         missing = np.asarray(picture.convert("L"), dtype=np.uint8) > 127
@@ -135,7 +148,7 @@ def make_mask(spec: str, size: tuple[int, int], target: tuple[int, int], generat
         mask = torch.nn.functional.interpolate(mask.float(), size=tuple(target), mode="nearest") > 0.5
     if not mask.any():
         resized = f" at the model's {target[1]}x{target[0]} size" if (height, width) != tuple(target) else ""
-        raise GenlabError(f"the mask {spec} marks no pixel as missing{resized}",
+        raise GenlabError(f"the mask {label} marks no pixel as missing{resized}",
                           "white (any value above 127) marks the pixels to fill in; a box or half spec marks a region")
     return mask
 
@@ -145,10 +158,7 @@ def make_mask(spec: str, size: tuple[int, int], target: tuple[int, int], generat
 
 def save_image(path: str | Path, image: torch.Tensor, data_range=(0.0, 1.0)) -> Path:
     """One [C, H, W] (or [1, C, H, W]) image as a PNG at its own resolution: the exact result pixels."""
-    path = Path(path)
-    pixels = to_uint8(image.reshape(-1, *image.shape[-3:])[0], data_range).permute(1, 2, 0).numpy()
-    picture = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels, mode="L" if pixels.shape[2] == 1 else "RGB")
-    return save_png(picture, path)
+    return save_png(image_picture(image, data_range), path)
 
 
 def save_strip(path: str | Path, images: torch.Tensor, data_range=(0.0, 1.0), nrow: int | None = None) -> Path:
@@ -161,7 +171,7 @@ def save_gif(path: str | Path, frames: list[torch.Tensor], data_range=(0.0, 1.0)
     """An animated GIF, one frame per [N, C, H, W] batch (a grid when N > 1); `bounce` plays it
     forwards then backwards so the loop has no jump."""
     scale = display_scale(frames[0].shape[-2])
-    pictures = [_grid_picture(make_grid(f, data_range, nrow=nrow, padding=1 if len(f) > 1 else 0), scale) for f in frames]
+    pictures = [grid_picture(f, data_range, nrow, scale, padding=1 if len(f) > 1 else 0) for f in frames]
     if bounce and len(pictures) > 2:
         pictures = pictures + pictures[-2:0:-1]
     path = Path(path)
@@ -171,11 +181,6 @@ def save_gif(path: str | Path, frames: list[torch.Tensor], data_range=(0.0, 1.0)
     except (OSError, ValueError) as e:
         raise GenlabError(f"cannot write {path}: {getattr(e, 'strerror', None) or e}", "choose a writable output path") from None
     return path
-
-
-def _grid_picture(array: np.ndarray, scale: int) -> Image.Image:
-    picture = Image.fromarray(array[:, :, 0], mode="L") if array.shape[2] == 1 else Image.fromarray(array, mode="RGB")
-    return picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST) if scale > 1 else picture
 
 
 # ----------------------------------------------------------------------------- data set images
