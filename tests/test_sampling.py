@@ -16,6 +16,7 @@ from genlab.models.rnn import LSTM, LSTMConfig
 from genlab.models.transformer import GPT, GPTConfig
 from genlab.sampling import (
     Continuation,
+    continuations,
     GenerationConfig,
     apply_repetition_penalty,
     apply_top_p,
@@ -267,10 +268,11 @@ def test_stop_strings_cut_the_text_and_hold_back_possible_beginnings():
     # "abc" is final at once; "\n" and "\n\nE" might begin the stop string and wait.
     assert released == ["ab", "c", "", "", ""]
     assert continuation.text == "abc" and continuation.done
+    assert continuation.stopped and continuation.tokens == 5  # the stop string ended it, at its 5th token
     # A near miss releases the held text when it stops matching.
     continuation = Continuation(tokenizer, stop=("\n\nEND",))
     assert push_all(continuation, [1, 2, 5, 0]) == ["c", "", "\nx", "ab", ""]
-    assert continuation.text == "c\nxab"
+    assert continuation.text == "c\nxab" and not continuation.stopped and continuation.tokens == 4
 
 
 def test_byte_streams_release_whole_characters_only():
@@ -293,6 +295,17 @@ def test_stream_and_generate_agree_and_stop():
     assert stopped == full[: full.index(stop)]
     streamed = stream(model, "abc", GenerationConfig(max_new_tokens=30, temperature=0.9, seed=4, stop=(stop,)))
     assert "".join(streamed) == stopped
+    # continuations: the same texts, each piece as it became final, and why and when each ended.
+    pieces = []
+    rows, prompt_length = continuations(model, "abc", GenerationConfig(max_new_tokens=30, temperature=0.9, seed=4,
+                                                                      stop=(stop,)),
+                                        on_piece=lambda i, piece: pieces.append((i, piece)))
+    assert prompt_length == 3 and rows[0].text == stopped and rows[0].stopped
+    assert rows[0].tokens == full.index(stop) + len(stop)  # one token per character, up to the stop string's end
+    assert {i for i, _ in pieces} == {0} and "".join(p for _, p in pieces) == stopped
+    calls = []
+    short, _ = continuations(model, "abc", config, keep_going=lambda: len(calls) < 7 and not calls.append(1))
+    assert short[0].text == full[:7] and not short[0].stopped and short[0].tokens == 7
     with pytest.raises(GenlabError, match="one sequence"):
         next(stream(model, "abc", GenerationConfig(num_return_sequences=2)))
     beams = generate(model, "abc", GenerationConfig(max_new_tokens=5, num_beams=3, num_return_sequences=2))

@@ -23,10 +23,10 @@ from .decoding import (
     generate_tokens,
     next_token_logits,
 )
-from .text import Continuation, generate, prompt_tokens, stream
+from .text import Continuation, continuations, generate, prompt_tokens, stream
 
 __all__ = [
     "GenerationConfig", "generate", "stream", "generate_tokens", "beam_search", "choose_next_tokens",
     "next_token_logits", "apply_repetition_penalty", "apply_top_k", "apply_top_p", "context_start",
-    "prompt_tokens", "Continuation",
+    "prompt_tokens", "Continuation", "continuations",
 ]  # fmt: skip

@@ -47,9 +47,12 @@ class Continuation:
         self.pending: list[int] = []  # tokens ending inside a UTF-8 character
         self.released = 0  # characters of self.text handed out so far
         self.done = False
+        self.stopped = False  # a stop string ended it (rather than the token budget)
+        self.tokens = 0  # tokens pushed
 
     def push(self, token: int) -> str:
         """Add a token; return the text that became final (may be empty)."""
+        self.tokens += 1
         self.pending.append(token)
         piece = self.tokenizer.decode(self.pending)
         if piece.endswith(REPLACEMENT):  # wait for the rest of the character
@@ -60,7 +63,7 @@ class Continuation:
         hits = [i for i in (self.text.find(s, self.released) for s in self.stop) if i != -1]
         if hits:
             self.text = self.text[: min(hits)]
-            self.done = True
+            self.done = self.stopped = True
             return self._release(len(self.text))
         return self._release(len(self.text) - self._possible_stop_prefix())
 
@@ -91,6 +94,18 @@ class Continuation:
 def generate(model, prompt: str = "", config: GenerationConfig | None = None, *,
              generator: torch.Generator | None = None) -> list[str]:
     """config.num_return_sequences continuations of `prompt` (beam search when config.num_beams > 1)."""
+    rows, _ = continuations(model, prompt, config, generator=generator)
+    return [row.text for row in rows]
+
+
+def continuations(model, prompt: str = "", config: GenerationConfig | None = None, *,
+                  generator: torch.Generator | None = None, on_piece=None, keep_going=None) -> tuple[list[Continuation], int]:
+    """What `generate` draws, with the details a server reports: every sequence's Continuation
+    (its text, tokens drawn, whether a stop string ended it) and the prompt's length in tokens.
+
+    on_piece(index, piece) receives each sequence's text as it becomes final; keep_going() is
+    asked before every step and ends generation early when it returns False (it may also raise).
+    """
     config = config or GenerationConfig()
     ids = prompt_tokens(model, prompt)
     rows = [Continuation(model.tokenizer, config.stop) for _ in range(config.num_return_sequences)]
@@ -102,16 +117,22 @@ def generate(model, prompt: str = "", config: GenerationConfig | None = None, *,
         steps = generate_tokens(model, ids.repeat(len(rows), 1), config, generator)
     try:
         for tokens in steps:
-            for row, token in zip(rows, tokens.tolist()):
+            if keep_going is not None and not keep_going():
+                break
+            for i, (row, token) in enumerate(zip(rows, tokens.tolist())):
                 if not row.done:
-                    row.push(token)
+                    piece = row.push(token)
+                    if piece and on_piece is not None:
+                        on_piece(i, piece)
             if all(row.done for row in rows):
                 break
     finally:
         steps.close()
-    for row in rows:
-        row.close()
-    return [row.text for row in rows]
+    for i, row in enumerate(rows):
+        rest = row.close()
+        if rest and on_piece is not None:
+            on_piece(i, rest)
+    return rows, len(ids)
 
 
 def stream(model, prompt: str = "", config: GenerationConfig | None = None, *,

@@ -218,43 +218,22 @@ def text_model(store: ModelStore, name: str):
 
 def complete(model, prompt: str, config, deadline: float, emit=None, cancelled=None) -> Completion:
     """config.num_return_sequences continuations of `prompt`, exactly as genlab.sampling.generate
-    samples them (the same building blocks and seed), plus what the OpenAI shape reports and
-    `generate` does not return: why each text ended and how many tokens it took.
+    draws them (genlab.sampling.continuations), with what the OpenAI shape reports: why each
+    text ended and how many tokens it took.
 
-    emit(index, piece) is called with text as it becomes final (for streaming); the loop stops
+    emit(index, piece) is called with text as it becomes final (for streaming); generation stops
     at `deadline` (JobTimeout) or when `cancelled` (a threading.Event) is set.
     """
-    from ..sampling import Continuation, generate_tokens, prompt_tokens
+    from ..sampling import continuations
 
-    ids = prompt_tokens(model, prompt)
-    n = config.num_return_sequences
-    rows = [Continuation(model.tokenizer, config.stop) for _ in range(n)]
-    reasons, counts = ["length"] * n, [0] * n
-    steps = generate_tokens(model, ids.repeat(n, 1), config)
-    try:
-        for tokens in steps:
-            if time.monotonic() > deadline:
-                raise JobTimeout()
-            if cancelled is not None and cancelled.is_set():
-                break
-            for i, (row, token) in enumerate(zip(rows, tokens.tolist())):
-                if row.done:
-                    continue
-                counts[i] += 1
-                piece = row.push(token)
-                if row.done:
-                    reasons[i] = "stop"
-                if piece and emit is not None:
-                    emit(i, piece)
-            if all(row.done for row in rows):
-                break
-    finally:
-        steps.close()
-    for i, row in enumerate(rows):
-        rest = row.close()
-        if rest and emit is not None:
-            emit(i, rest)
-    return Completion([row.text for row in rows], reasons, counts, len(ids))
+    def keep_going() -> bool:
+        if time.monotonic() > deadline:
+            raise JobTimeout()
+        return cancelled is None or not cancelled.is_set()
+
+    rows, prompt_length = continuations(model, prompt, config, on_piece=emit, keep_going=keep_going)
+    return Completion([row.text for row in rows], ["stop" if row.stopped else "length" for row in rows],
+                      [row.tokens for row in rows], prompt_length)
 
 
 # ----------------------------------------------------------------------------- music
