@@ -22,7 +22,8 @@ from genlab.models.gan import (
     gradient_penalty,
 )
 from genlab.training.distributed import DistInfo
-from genlab.training.optim import DivergenceError, ManagedOptimizer
+from genlab.errors import DivergenceError
+from genlab.training.optim import ManagedOptimizer
 
 TINY_GAN = ["model.base_channels=8", "model.latent_dim=8", "batch_size=32", "train.progress=false",
             "train.tensorboard=false"]

@@ -23,7 +23,8 @@ from genlab.registry import register_family
 from genlab.training import Trainer
 from genlab.training.distributed import DistInfo
 from genlab.training.ema import EMA
-from genlab.training.optim import DivergenceError, ManagedOptimizer
+from genlab.errors import DivergenceError
+from genlab.training.optim import ManagedOptimizer
 
 from conftest import TINY_VAE, genlab_cmd, subprocess_env
 

@@ -19,7 +19,7 @@ from ._version import __version__
 from .config import from_dict
 from .errors import GenlabError
 from .registry import get_family
-from .training.checkpoint import atomic_save_safetensors, atomic_write_text
+from .fileio import atomic_save_safetensors, atomic_write_text
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"

@@ -243,7 +243,7 @@ def _cmd_sample(args) -> None:
 
 def _sample_texts(model, args) -> None:
     from .api import sample
-    from .training.checkpoint import atomic_write_text
+    from .fileio import atomic_write_text
 
     if args.label is not None:
         raise GenlabError("a text model has no classes",

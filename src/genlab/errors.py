@@ -22,6 +22,10 @@ class TrainingInterrupted(GenlabError):
     """Training stopped on request (Ctrl-C, SIGTERM) after saving a checkpoint."""
 
 
+class DivergenceError(GenlabError):
+    """A non-finite loss, gradient or weight: the run stops with the last good checkpoint intact."""
+
+
 def warn(message: str) -> None:
     """A notice the user should see but that does not stop the work (stderr, prefixed genlab:)."""
     print(f"genlab: {message}", file=sys.stderr)

@@ -515,7 +515,7 @@ def _chorale_arrays(root: Path, max_pieces: int | None) -> dict[str, np.ndarray]
              f"cached in {_chorale_cache(root, None).parent}")
     arrays = _parse_chorales(max_pieces)
     path = _chorale_cache(root, max_pieces)
-    from ..training.checkpoint import atomic_write_bytes
+    from ..fileio import atomic_write_bytes
 
     try:
         buffer = io.BytesIO()

@@ -350,7 +350,7 @@ def tokenizer_from_json(text: str, source: str = "tokenizer.json"):
 
 
 def save_tokenizer(tokenizer, directory: Path) -> Path:
-    from ..training.checkpoint import atomic_write_text
+    from ..fileio import atomic_write_text
 
     path = Path(directory) / TOKENIZER_NAME
     atomic_write_text(path, tokenizer.to_json() + "\n")

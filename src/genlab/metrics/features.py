@@ -57,7 +57,7 @@ from torch import nn
 from .._version import __version__
 from ..data import DATASETS, ImageSplit, load_image_data
 from ..errors import GenlabError
-from ..training.checkpoint import atomic_save_safetensors, atomic_write_text
+from ..fileio import atomic_save_safetensors, atomic_write_text
 
 __all__ = [
     "LeNet",

@@ -61,7 +61,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from ..errors import GenlabError
 from ..registry import register_family
-from ..training.optim import DivergenceError
+from ..errors import DivergenceError
 from .base import GenerativeModel, check_sample_count
 
 ARCHITECTURES = ("dcgan", "mlp")

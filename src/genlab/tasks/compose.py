@@ -42,7 +42,7 @@ import torch
 
 from ..data.music import EventVocabulary, Piece, midi_bytes, notes_to_piano_roll, piano_roll_to_notes, read_midi
 from ..errors import GenlabError, warn
-from ..training.checkpoint import atomic_write_bytes
+from ..fileio import atomic_write_bytes
 
 DEFAULT_TEMPO = 120.0
 BEATS_PER_BAR = 4  # compositions are in 4/4

@@ -12,12 +12,9 @@ import math
 
 import torch
 
-from ..errors import GenlabError
+from ..errors import DivergenceError
 from .distributed import DistInfo, all_reduce_mean_
 
-
-class DivergenceError(GenlabError):
-    pass
 
 
 class ManagedOptimizer:

@@ -31,7 +31,8 @@ from tqdm import tqdm
 from ..config import TrainConfig
 from ..errors import GenlabError
 from ..imageio import display_scale, make_grid, save_bar_chart, save_grid
-from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from ..fileio import atomic_write_text
+from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import (
     DistInfo,
     all_reduce_sum_,
@@ -41,7 +42,8 @@ from .distributed import (
     resolve_device,
 )
 from .ema import EMA
-from .optim import DivergenceError, ManagedOptimizer
+from ..errors import DivergenceError
+from .optim import ManagedOptimizer
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 CLASS_MONITOR_SAMPLES = 1000  # samples classified at each preview to show mode collapse
