@@ -29,7 +29,7 @@ Writes bench/results/music_jsb.json and prints a table.
 from __future__ import annotations
 
 import argparse
-import copy
+import dataclasses
 import os
 import sys
 import time
@@ -44,7 +44,7 @@ sys.path.insert(0, str(REPO / "bench"))
 import genlab  # noqa: E402
 from common import fresh_run_dir, machine, write_result  # noqa: E402
 from genlab.api import _model_config  # noqa: E402
-from genlab.artifact import save_weights, write_config, write_metrics  # noqa: E402
+from genlab.artifact import save, write_config, write_metrics  # noqa: E402
 from genlab.config import TrainConfig, apply_overrides, from_dict, load_recipe, to_dict  # noqa: E402
 from genlab.data.jsb import PianoRollDataSpec, load_pianoroll_data  # noqa: E402
 from genlab.registry import get_family  # noqa: E402
@@ -60,43 +60,19 @@ PUBLISHED = [  # (model, test frame NLL in nats, output, source)
 TARGETS = {"independent": 8.40, "nade": 7.0}
 
 
-class BestOnValidation(Trainer):
-    """The Trainer, keeping the weights of its best validation NLL and asking to stop once
-    `patience` validations in a row have not improved on it."""
-
-    def __init__(self, *args, patience: int, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.patience = patience
-        self.best = (float("inf"), 0)  # (val nll_per_frame, step)
-        self.best_state = None
-        self.since_best = 0
-
-    def evaluate(self, split="val", max_batches=None):
-        metrics = super().evaluate(split, max_batches)
-        if split == "val" and max_batches is None:
-            nll = metrics["nll_per_frame"]
-            if nll < self.best[0]:
-                self.best = (nll, self.step)
-                self.best_state = copy.deepcopy(self.model.state_dict())
-                self.since_best = 0
-            else:
-                self.since_best += 1
-                if self.since_best >= self.patience and not self._stop_requested:
-                    self.log(f"no validation improvement for {self.patience} epochs; best {self.best[0]:.4f} "
-                             f"at step {self.best[1]}: stopping")
-                    self._stop_requested = True  # the loop stops after this step, as on Ctrl-C
-        return metrics
-
-
 def train_head(head: str, overrides: list[str], out: Path, budget_s: float, patience: int) -> dict:
     recipe = RECIPES[head]
     # Epochs are left open: the budget and early stopping end the run, not the recipe's fixed length.
-    settings = ["train.epochs=10000", f"train.time_budget_s={budget_s}", "train.progress=false", "train.tensorboard=false"]
+    # The Trainer keeps the weights of the best validation NLL (best.safetensors) and exports them.
+    settings = ["train.epochs=10000", f"train.time_budget_s={budget_s}", "train.progress=false", "train.tensorboard=false",
+                f"train.early_stopping_patience={patience}", "train.keep_best=true", "train.monitor=val.nll_per_frame"]
     resolved = apply_overrides(load_recipe(recipe), [*settings, *overrides])
     family_cls = get_family(resolved["family"])
     train_cfg = from_dict(TrainConfig, resolved["train"], "train")
     data_spec = from_dict(PianoRollDataSpec, resolved["data"], "data")
     data = load_pianoroll_data(data_spec)
+    if train_cfg.eval_every is None:  # patience counts evaluations: make it epochs, one validation each
+        train_cfg = dataclasses.replace(train_cfg, eval_every=data.num_examples("train") // train_cfg.batch_size)
     model_cfg = _model_config(family_cls, resolved["model"], data)
     torch.manual_seed(train_cfg.seed)
     model = family_cls(model_cfg)
@@ -106,17 +82,16 @@ def train_head(head: str, overrides: list[str], out: Path, budget_s: float, pati
                        "model": to_dict(model_cfg), "data": to_dict(data_spec), "train": to_dict(train_cfg),
                        "classes": []})
 
-    trainer = BestOnValidation(model, data, train_cfg, out, patience=patience)
+    trainer = Trainer(model, data, train_cfg, out)
     start = time.perf_counter()
-    result = trainer.fit()
+    result = trainer.fit()  # ends with the best weights in the model
     wall = time.perf_counter() - start
-    if trainer.best_state is not None:  # None only if the budget ran out before the first validation
-        model.load_state_dict(trainer.best_state)
     val = trainer.evaluate("val")
     test = trainer.evaluate("test")
     trainer.close()
-    save_weights(model, out)
-    (out / "checkpoint.safetensors").unlink(missing_ok=True)  # the model directory holds the best weights
+    save(model, out)  # the weights; config.json is written above
+    for name in ("checkpoint.safetensors", "best.safetensors"):  # the model directory holds the best weights
+        (out / name).unlink(missing_ok=True)
     record = {
         "recipe": recipe,
         "device": str(trainer.device),
@@ -127,9 +102,9 @@ def train_head(head: str, overrides: list[str], out: Path, budget_s: float, pati
         "parameters": sum(p.numel() for p in model.parameters()),
         "steps": result.steps,
         "epochs": round(result.steps / trainer.steps_per_epoch, 1),
-        "best_step": trainer.best[1],
-        "best_epoch": round(trainer.best[1] / trainer.steps_per_epoch, 1),
-        "stopped_by": "early stopping" if trainer.since_best >= patience else "time budget or epochs",
+        "best_step": result.best_step,
+        "best_epoch": round(result.best_step / trainer.steps_per_epoch, 1),
+        "stopped_by": "early stopping" if result.status == "early_stopped" else "time budget or epochs",
         "train_wall_s": round(wall, 1),
         "val": {k: round(v, 4) for k, v in val.items()},
         "test": {k: round(v, 4) for k, v in test.items()},
@@ -138,7 +113,7 @@ def train_head(head: str, overrides: list[str], out: Path, budget_s: float, pati
         "model_dir": str(out),
     }
     write_metrics(out, {"genlab_version": genlab.__version__, "val": val, "test": test, "data": data_spec.name,
-                        "seed": train_cfg.seed, "training": {"steps": result.steps, "best_step": trainer.best[1],
+                        "seed": train_cfg.seed, "training": {"steps": result.steps, "best_step": result.best_step,
                                                              "wall_time_s": round(wall, 2)}})
     return record
 

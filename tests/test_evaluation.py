@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from genlab.artifact import save_weights, write_config
+from genlab.artifact import save, write_config
 from genlab.cli import main
 from genlab.errors import GenlabError
 from genlab.evaluation import evaluate, parse_against, sample_quality_metrics
@@ -92,7 +92,7 @@ class Scorer(GenerativeModel):
 
 def test_model_without_the_needed_capability(tmp_path, capsys):
     write_config(tmp_path, {"family": "test-scorer", "model": {}, "data": {"name": "digits"}, "train": {}})
-    save_weights(Scorer(ScorerConfig()), tmp_path)
+    save(Scorer(ScorerConfig()), tmp_path)
     code, _, err = run_cli(capsys, "eval", str(tmp_path))
     assert code == 2 and "'sample' capability" in err and "vae" in err
     with pytest.raises(GenlabError, match="log_likelihood"):

@@ -79,6 +79,10 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(models_dir) -> str:
+    yield from serving(models_dir)
+
+
+def serving(models_dir):
     """The real app on uvicorn, on 127.0.0.1 and a free port, in a thread of this process."""
     import uvicorn
 
@@ -319,3 +323,43 @@ def test_music_tab_plays_the_composition_and_offers_its_midi(server, browser, tm
     assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", roll) > 0
     assert f"{direct['notes']} notes" in browser.find_element(By.ID, "music-summary").text
     browser.save_screenshot(str(tmp_path / "studio-music.png"))
+
+
+def test_apply_tab_lists_a_plugins_application_and_runs_it_from_a_generated_form(browser, tmp_path):
+    """An application registered from the tests alone (tests/toy_plugin.py) appears in the studio's
+    task list and runs from the form the page builds out of its OpenAPI schema."""
+    from selenium.webdriver.common.by import By
+
+    import toy_plugin
+    from genlab import registry
+
+    registry.register_data_kind(toy_plugin.POINTS)
+    registry.register_application(toy_plugin.STATS)
+    registry.register_family("toy-gaussian")(toy_plugin.ToyGaussian)
+    try:
+        genlab.train(toy_plugin.RECIPE, out=tmp_path / "models" / "ring")
+        served = serving(tmp_path / "models")
+        url = next(served)
+        browser.get(url + "/#apply")
+        entry = "#applications-list li[data-application='points-stats'] button"
+        wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, entry), "the plugin's application is not listed")
+        listed = {e.get_attribute("data-application") for e in browser.find_elements(By.CSS_SELECTOR, "#applications-list li")}
+        assert {"points-stats", "inpaint", "superres", "denoise", "compose"} <= listed
+        browser.find_element(By.CSS_SELECTOR, entry).click()
+        model_option = "#apply-form select[name='model'] option[value='ring']"
+        wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, model_option), "the form has no model to pick")
+        n_field = browser.find_element(By.CSS_SELECTOR, "#apply-form input[name='n']")
+        assert n_field.get_attribute("max") == "100000"  # the bound from the request schema
+        n_field.clear()
+        n_field.send_keys("4000")
+        browser.find_element(By.ID, "apply-button").click()
+        wait_for(browser, lambda d: d.find_element(By.ID, "apply-result").is_displayed(), "no result shown")
+        result = json.loads(browser.find_element(By.ID, "apply-result").text)
+        assert result["n"] == 4000 and abs(result["mean"][0] - 1.0) < 0.4
+        assert page_errors(browser) == []
+        save_full_page(browser, tmp_path / "apply.png")
+        next(served, None)
+    finally:
+        registry.unregister(registry.DATA_KINDS, "points")
+        registry.unregister(registry.APPLICATIONS, "points-stats")
+        registry.unregister(registry.FAMILIES, "toy-gaussian")

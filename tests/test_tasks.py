@@ -118,11 +118,11 @@ def test_inpainting_keeps_known_pixels_and_is_deterministic(request, model_name,
 def test_inpainting_latent_search_fits_the_known_pixels(gan):
     # A target the generator can produce exactly: the search must get close to it on the
     # known pixels, far closer than a random latent does.
-    target = gan.generate(torch.randn(4, 4, generator=torch.Generator().manual_seed(1)), None).detach()
+    target = gan.decode(torch.randn(4, 4, generator=torch.Generator().manual_seed(1)), None).detach()
     mask = torch.zeros(1, 1, 8, 8, dtype=torch.bool)
     mask[..., :4, :] = True
     filled = inpaint(gan, target, mask, steps=150, restarts=4, lr=0.1, pixel_sigma=0.05, seed=0)
-    random_guess = gan.generate(torch.randn(4, 4, generator=torch.Generator().manual_seed(2)), None).detach()
+    random_guess = gan.decode(torch.randn(4, 4, generator=torch.Generator().manual_seed(2)), None).detach()
     assert masked_psnr(filled, target, mask) > masked_psnr(random_guess, target, mask) + 3.0
 
 
@@ -360,8 +360,8 @@ def test_slerp_and_interpolation_endpoints(vae):
     for method in ("slerp", "linear"):
         frames = interpolate(vae, images[:1], images[1:], steps=6, method=method)
         assert frames.shape == (6, 1, 8, 8) and 0.0 <= frames.min() and frames.max() <= 1.0
-        assert torch.allclose(frames[0], vae.decoder_mean(mu[:1])[0], atol=1e-5)
-        assert torch.allclose(frames[-1], vae.decoder_mean(mu[1:])[0], atol=1e-5)
+        assert torch.allclose(frames[0], vae.decode(mu[:1])[0], atol=1e-5)
+        assert torch.allclose(frames[-1], vae.decode(mu[1:])[0], atol=1e-5)
     with pytest.raises(GenlabError, match="steps"):
         interpolate(vae, images[:1], images[1:], steps=1)
 
@@ -392,7 +392,7 @@ def test_gan_traversal_from_the_prior_centre_decodes_with_its_generator(gan):
     grid, dims = traverse(gan, None, dims=2, span=1.0, steps=3)
     z = torch.zeros(2, 3, 4)
     z[0, :, 0] = z[1, :, 1] = torch.linspace(-1, 1, 3)
-    assert dims == [0, 1] and torch.allclose(grid, gan.generate(z.view(6, 4), None).view(2, 3, 1, 8, 8))
+    assert dims == [0, 1] and torch.allclose(grid, gan.decode(z.view(6, 4), None).view(2, 3, 1, 8, 8))
     with pytest.raises(GenlabError, match="'encode'"):
         traverse(gan, torch.zeros(1, 1, 8, 8))
 

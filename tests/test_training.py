@@ -86,7 +86,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.Popen(genlab_cmd("train", "vae-digits", "steps=100000", *TINY_VAE, "model.iwae_k=0",
-                                       "train.checkpoint_every=100000", "--out", str(out)),
+                                       "train.checkpoint_every=100000", "train.eval_every=42", "--out", str(out)),
                             env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not (out / "history.jsonl").exists():  # first epoch done
@@ -210,3 +210,19 @@ def test_torchrun_two_cpu_processes(tmp_path):
     assert metrics["training"]["world_size"] == 2
     model = genlab.load(out)
     assert model.sample(4).shape == (4, 1, 8, 8)
+
+
+def test_keep_best_exports_the_best_evaluation(tmp_path):
+    # A high learning rate makes validation noisy: the best evaluation is usually not the last.
+    run = genlab.train("vae-digits", ["steps=120", *TINY_VAE, "model.iwae_k=0", "lr=0.05", "ema_decay=0.5",
+                                      "train.eval_every=10", "train.keep_best=true", "train.early_stopping_patience=4"],
+                       out=tmp_path / "best")
+    best = load_file(str(run / "best.safetensors"))
+    with safe_open(str(run / "best.safetensors"), framework="pt") as f:
+        best_step = json.loads(f.metadata()["genlab"])["step"]
+    exported = weights(run)
+    assert exported.keys() == best.keys() and all(torch.equal(exported[k], best[k]) for k in best)
+    training = json.loads((run / "metrics.json").read_text())["training"]
+    assert training["best_step"] == best_step < training["steps"]
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert training["best_metric"] == min(h["val"]["loss"] for h in history)

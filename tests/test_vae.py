@@ -11,6 +11,7 @@ import torch
 from genlab.config import from_dict, to_dict
 from genlab.errors import GenlabError
 from genlab.metrics.likelihood import bits_per_dim, gaussian_kl_standard_normal, log_mean_exp
+from genlab.models.base import ImageConfig, eval_mode, mlp, randn
 from genlab.models.vae import VAE, VAEConfig
 
 
@@ -240,7 +241,9 @@ def test_conv_shapes(input_shape, hidden, likelihood, data_range):
     x = torch.rand(3, *input_shape) * (high - low) + low
     mu, logvar = model.encode(x)
     assert mu.shape == logvar.shape == (3, 5)
-    assert model.decode(mu).shape == (3, *input_shape)
+    assert model.decode_logits(mu).shape == (3, *input_shape)
+    decoded = model.decode(mu)  # the "decode" capability: images in the data range
+    assert decoded.shape == (3, *input_shape) and low <= decoded.min() and decoded.max() <= high
     assert model.reconstruct(x).shape == (3, *input_shape)
     images = model.sample(2)
     assert images.shape == (2, *input_shape) and low <= images.min() and images.max() <= high
@@ -308,3 +311,37 @@ def test_config_round_trips_through_json():
 def test_invalid_configs_raise_genlab_error(settings):
     with pytest.raises(GenlabError):
         from_dict(VAEConfig, settings, "model")
+
+
+@pytest.mark.parametrize("config_class", ["vae", "gan", "superres", "denoiser"])
+def test_image_configs_share_the_data_range_check(config_class):
+    from genlab.registry import get_family
+
+    cls = get_family(config_class).config_class
+    assert issubclass(cls, ImageConfig)
+    with pytest.raises(GenlabError, match="data_range"):
+        from_dict(cls, {"data_range": [1.0, 0.0]}, "model")
+
+
+# ----------------------------------------------------------------------------- shared model helpers
+
+
+def test_randn_draws_on_the_generator_and_moves_to_the_device():
+    expected = torch.randn((2, 3), generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    drawn = randn((2, 3), torch.Generator().manual_seed(5), "cpu", torch.float64)
+    assert drawn.dtype == torch.float64 and torch.equal(drawn, expected)
+    assert randn((4,), None, "cpu").shape == (4,)
+
+
+def test_eval_mode_restores_the_training_flag_also_on_errors():
+    net = mlp([3, 5, 2])
+    assert [type(m) for m in net] == [torch.nn.Linear, torch.nn.ReLU, torch.nn.Linear]
+    net.train()
+    with pytest.raises(RuntimeError), eval_mode(net):
+        assert not net.training
+        raise RuntimeError
+    assert net.training
+    net.eval()
+    with eval_mode(net):
+        pass
+    assert not net.training

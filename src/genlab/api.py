@@ -11,17 +11,13 @@ from pathlib import Path
 import torch
 
 from ._version import __version__
-from .artifact import read_config, save_weights, write_config, write_metrics
+from .artifact import read_config, save, write_metrics
 from .config import TrainConfig, apply_overrides, from_dict, load_recipe, to_dict
-from .data import ImageDataSpec, TextDataSpec, load_image_data, load_text_data
-from .data.jsb import PianoRollDataSpec, load_pianoroll_data
-from .data.music import MusicDataSpec, load_music_data
-from .data.text import load_tokenizer, save_tokenizer
 from .errors import GenlabError, TrainingInterrupted
 from .imageio import display_scale, save_grid
 from .models.base import check_sample_count
-from .registry import get_family
-from .training import Trainer
+from .registry import get_data_kind, get_family
+from .training import ClassShareMonitor, Trainer
 
 
 # Settings a resumed run may change: its length and its bookkeeping. Anything else (model,
@@ -47,23 +43,10 @@ def _check_writable(directory: Path) -> None:
         raise GenlabError(f"cannot write to {directory}: {e.strerror or e}", "choose a writable --out directory") from None
 
 
-# The data section a family's recipe holds, by the family's data_kind.
-DATA_SPECS = {"image": ImageDataSpec, "text": TextDataSpec, "pianoroll": PianoRollDataSpec, "music": MusicDataSpec}
 DATA_DECIDES = {  # how to change a model setting that the data dictates
     "block_size": "set data.block_size instead (the training windows are the model's context)",
     "vocab_size": "the tokenizer decides it (data.tokenizer; data.vocab_size for BPE)",
 }
-
-
-def _load_data(spec, resumed_run: Path | None):
-    if isinstance(spec, TextDataSpec):
-        # A resumed run keeps the tokenizer it started with: its weights are tied to those ids.
-        return load_text_data(spec, tokenizer=load_tokenizer(resumed_run) if resumed_run is not None else None)
-    if isinstance(spec, PianoRollDataSpec):
-        return load_pianoroll_data(spec)
-    if isinstance(spec, MusicDataSpec):
-        return load_music_data(spec)
-    return load_image_data(spec)
 
 
 def _model_config(family_cls, model_values: dict, data) -> object:
@@ -113,16 +96,15 @@ def train(recipe: str | dict, overrides: list[str] | tuple = (), out: str | Path
     is_main = int(os.environ.get("RANK", "0")) == 0
     family_cls = get_family(resolved["family"])
     train_cfg = from_dict(TrainConfig, resolved["train"], "train")
-    data_spec = from_dict(DATA_SPECS[family_cls.data_kind], resolved["data"], "data")
+    kind = get_data_kind(family_cls.data_kind)
+    data_spec = from_dict(kind.spec_class, resolved["data"], "data")
     if is_main:  # after the settings are known to be valid: no empty run folders for typos
         _check_writable(run_dir)
-    data = _load_data(data_spec, run_dir if resume else None)
+    data = kind.load(data_spec, run_dir if resume else None)
     model_cfg = _model_config(family_cls, resolved["model"], data)
     torch.manual_seed(train_cfg.seed)  # the initial weights are a function of the seed
     model = family_cls(model_cfg)
-    tokenizer = getattr(data, "tokenizer", None)
-    if tokenizer is not None:
-        model.tokenizer = tokenizer  # for the text previews during training
+    model.tokenizer = getattr(data, "tokenizer", None)  # token data carries one; the previews decode with it
     config = {
         "family": resolved["family"],
         "recipe": resolved.get("name"),
@@ -132,15 +114,13 @@ def train(recipe: str | dict, overrides: list[str] | tuple = (), out: str | Path
         "train": to_dict(train_cfg),
         "classes": data.classes,
     }
-    if is_main:
-        write_config(run_dir, config)
-        if tokenizer is not None:
-            save_tokenizer(tokenizer, run_dir)
+    if is_main:  # config and tokenizer now: a resumed run needs them (its token ids are tied to the weights)
+        save(model, run_dir, config, weights=False)
 
-    trainer = Trainer(model, data, train_cfg, run_dir, log=log)
+    trainer = Trainer(model, data, train_cfg, run_dir, log=log, callbacks=_training_callbacks(model, data_spec, is_main))
     try:
         result = trainer.fit(resume=resume)
-        if result.status != "finished":
+        if result.status not in ("finished", "early_stopped"):  # early_stopped: complete, with the best weights if keep_best
             saved = "checkpoint saved" if result.status == "interrupted" else "the last checkpoint is kept"
             raise TrainingInterrupted(
                 f"training stopped at step {result.steps}; {saved} in {run_dir}",
@@ -150,8 +130,8 @@ def train(recipe: str | dict, overrides: list[str] | tuple = (), out: str | Path
         test_metrics = trainer.evaluate("test") if data.num_examples("test") else {}
         if not trainer.dist.is_main:
             return run_dir
-        with trainer._ema_weights():
-            save_weights(model, run_dir)
+        with trainer.ema_weights():
+            save(model, run_dir)
         for name, path in trainer.write_previews(run_dir, tag_step=False).items():
             trainer.log(f"wrote {path}")
         write_metrics(
@@ -163,10 +143,13 @@ def train(recipe: str | dict, overrides: list[str] | tuple = (), out: str | Path
                     "wall_time_s": round(result.wall_time_s, 2),
                     "train_time_s": round(result.train_time_s, 2),
                     "examples_per_s": round(result.examples_per_s, 1),
-                    **({"tokens_per_s": round(result.examples_per_s * data_spec.block_size, 1)}
-                       if isinstance(data_spec, TextDataSpec) else {}),  # a text example is one window
+                    **({"tokens_per_s": round(result.examples_per_s * kind.tokens_per_example(data_spec), 1)}
+                       if kind.tokens_per_example is not None else {}),
                     "device": str(trainer.device),
                     "world_size": trainer.dist.world_size,
+                    **({"stopped_early": result.status == "early_stopped", "monitor": train_cfg.monitor,
+                        "best_step": result.best_step, "best_metric": result.best_metric}
+                       if result.best_step is not None else {}),  # early stopping / keep_best
                 },
                 "val": result.val_metrics,
                 "test": test_metrics,
@@ -180,6 +163,17 @@ def train(recipe: str | dict, overrides: list[str] | tuple = (), out: str | Path
         from .training.distributed import shutdown
 
         shutdown(trainer.dist)
+
+
+def _training_callbacks(model, data_spec, is_main: bool) -> list:
+    """Side work the Trainer cannot set up itself: the class-share monitor needs the shipped
+    classifier for the data set, which lives in genlab.metrics (training/ never imports it)."""
+    if not is_main or "sample" not in model.capabilities:  # previews are written by the main rank only
+        return []
+    from .metrics.features import classifier_for_dataset
+
+    classifier = classifier_for_dataset(data_spec.name)
+    return [ClassShareMonitor(classifier)] if classifier is not None else []
 
 
 def sample(model, n: int, *, seed: int = 0, condition=None) -> torch.Tensor | list[str]:

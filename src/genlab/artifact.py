@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from ._version import __version__
 from .config import from_dict
+from .data.text import load_tokenizer, save_tokenizer
 from .errors import GenlabError
 from .registry import get_family
 from .fileio import atomic_save_safetensors, atomic_write_text
@@ -57,10 +58,19 @@ def read_config(directory: str | Path) -> dict:
     return config
 
 
-def save_weights(model: torch.nn.Module, directory: Path) -> Path:
-    path = Path(directory) / WEIGHTS_NAME
-    atomic_save_safetensors(dict(model.state_dict()), path, metadata={"format": "pt", "genlab_version": __version__})
-    return path
+def save(model, directory: str | Path, config: dict | None = None, *, weights: bool = True) -> Path:
+    """Write a model directory that `load` restores: config.json (when given), the tokenizer
+    (tokenizer.json, for models that have one) and model.safetensors (unless weights=False, as
+    at the start of training, when only the config and tokenizer are known)."""
+    directory = Path(directory)
+    if config is not None:
+        write_config(directory, config)
+    if model.tokenizer is not None:
+        save_tokenizer(model.tokenizer, directory)
+    if weights:
+        atomic_save_safetensors(dict(model.state_dict()), directory / WEIGHTS_NAME,
+                                metadata={"format": "pt", "genlab_version": __version__})
+    return directory
 
 
 def build_model(config: dict):
@@ -103,9 +113,7 @@ def load(path: str | Path, device: str | torch.device = "cpu"):
         )
     model.load_state_dict(state)
     model.eval()
-    if model.data_kind == "text":
-        from .data.text import load_tokenizer
-
+    if model.needs_tokenizer:
         model.tokenizer = load_tokenizer(directory)
         if model.tokenizer.vocab_size != config["model"].get("vocab_size"):
             raise GenlabError(

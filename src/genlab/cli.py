@@ -54,17 +54,6 @@ self-BLEU of n samples (temperature 1) beside the same metrics of n real snippet
     "info": "example:\n  genlab info runs/vae-digits-...",
     "recipes": "example:\n  genlab recipes",
     "datasets": "example:\n  genlab datasets",
-    "compose": """examples:
-  genlab train gpt-chorales --out runs/chorales          # an event GPT on the bundled Bach chorales, ~5 min
-  genlab compose runs/chorales --bars 16 --seed 0 -o piece.mid        # writes piece.mid, piece.wav, piece.png
-  genlab compose runs/chorales --key "D minor" --tempo 80 --temperature 0.9 --top-p 0.95 -o d.mid
-  genlab compose runs/chorales --prompt opening.mid --bars 8 -o continued.mid   # continue your MIDI file
-  genlab compose runs/lstm-jsb-... --bars 16 -o jsb.mid                # a piano-roll model works the same way
-
---bars counts the new 4/4 bars (after the prompt). --key transposes the finished piece (prompt
-included) by the smallest shift that makes its best-fitting key of that mode the one asked for;
-out-of-key notes are kept. The WAV uses FluidSynth with a General-MIDI soundfont when both are
-installed (apt install fluidsynth fluid-soundfont-gm), else the built-in additive synthesiser.""",
     "serve": """examples:
   genlab serve --models runs/                     # http://127.0.0.1:8000: the studio at /, the API reference at /docs
   genlab serve --models runs/ --port 9000 --workers 4 --timeout 120
@@ -147,19 +136,6 @@ Run `genlab COMMAND --help` for a command's options and examples.""",
     add("recipes", "list the training recipes")
     add("datasets", "list the data sets and whether they are available offline")
 
-    p = add("compose", "compose a piece with a music model: a MIDI file, a WAV beside it and a piano-roll PNG")
-    p.add_argument("model", help="model directory of a music model (gpt-music, lstm-music, or a piano-roll model)")
-    p.add_argument("--bars", type=int, default=16, help="new 4/4 bars to compose (default 16)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--temperature", "-t", type=float, default=1.0, help="0 = greedy; below 1 safer, above 1 wilder (default 1)")
-    p.add_argument("--top-p", type=float, help="event models: sample from the smallest set of events holding this probability")
-    p.add_argument("--tempo", type=float, help="quarter notes per minute (default 120)")
-    p.add_argument("--key", help='transpose the piece into this key, e.g. "D minor", "Bb", "F# major"')
-    p.add_argument("--prompt", metavar="MIDI", help="a MIDI file to continue")
-    p.add_argument("--renderer", choices=("auto", "fluidsynth", "additive"), default="auto",
-                   help="how the WAV is made (default auto: FluidSynth if installed, else the built-in synthesiser)")
-    p.add_argument("-o", "--output", default="composition.mid", help="MIDI file to write; .wav and .png go beside it")
-
     p = add("serve", "serve the models in a folder over HTTP: the JSON API, /docs and the web studio")
     p.add_argument("--models", required=True, metavar="DIR", help="folder whose sub-folders are model directories")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
@@ -169,10 +145,37 @@ Run `genlab COMMAND --help` for a command's options and examples.""",
     p.add_argument("--timeout", type=float, default=60.0, help="time limit per request in seconds (default 60)")
     p.add_argument("--max-loaded", type=int, default=4, help="models kept in memory, least recently used dropped (default 4)")
     p.add_argument("--torch-threads", type=int, help="intra-op threads per worker (default: CPU cores / workers)")
-    from .tasks.cli import add_apply_command  # `genlab apply TASK ...`: the image applications
-
-    add_apply_command(sub)
+    add_apply_commands(sub)
     return parser
+
+
+def add_apply_commands(sub) -> None:
+    """`genlab apply NAME MODEL ...`, one sub-command per registered application, and the
+    `genlab compose` alias of `genlab apply compose`."""
+    from .registry import applications
+
+    apps = applications()
+    apply = sub.add_parser(
+        "apply", help="apply a trained model: " + ", ".join(apps),
+        description="Apply a trained model; each application reports its number beside the obvious baseline.",
+        epilog="applications:\n" + "\n".join(f"  {name:<12} {app.summary}" for name, app in apps.items())
+        + "\n\nexamples:\n" + "\n".join(f"  {app.examples.splitlines()[1].strip()}" for app in apps.values())
+        + "\n\nRun `genlab apply NAME --help` for an application's options and examples.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    tasks = apply.add_subparsers(dest="task", metavar="NAME")
+    for name, app in apps.items():
+        _add_application(tasks, name, app)
+    if "compose" in apps:
+        _add_application(sub, "compose", apps["compose"])
+
+
+def _add_application(sub, name: str, app) -> None:
+    p = sub.add_parser(name, help=app.summary, description=app.summary, epilog=app.examples,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="model directory")
+    app.add_arguments(p)
+    p.set_defaults(application=name)
 
 
 def _cmd_train(args) -> None:
@@ -198,72 +201,23 @@ def _cmd_train(args) -> None:
         for name in ("samples.png", "reconstructions.png", "samples.txt", "metrics.json"):
             if (Path(run_dir) / name).is_file():
                 print(f"  {Path(run_dir) / name}")
-        family = json.loads((Path(run_dir) / "config.json").read_text()).get("family")
-        from .registry import get_family
+        from .artifact import read_config
+        from .registry import get_data_kind, get_family
 
-        family_cls = get_family(family)
-        if family_cls.data_kind in ("music", "pianoroll"):
-            print(f"next: genlab compose {run_dir} --bars 16 --seed 0 -o piece.mid")
-        elif "upscale" in family_cls.capabilities:
-            print(f"next: genlab apply superres {run_dir} --against {_data_name(run_dir)}:test   |   "
-                  f"genlab apply superres {run_dir} small.png -o big.png")
-        elif "denoise" in family_cls.capabilities:
-            print(f"next: genlab apply denoise {run_dir} --against {_data_name(run_dir)}:test --noise gaussian:0.3   |   "
-                  f"genlab apply denoise {run_dir} noisy.png -o clean.png")
-        elif (Path(run_dir) / "tokenizer.json").is_file():
-            print(f'next: genlab generate {run_dir} --prompt "..." --max-new-tokens 300 --temperature 0.8   |   '
-                  f"genlab eval {run_dir}")
-        else:
-            print(f"next: genlab sample {run_dir} -n 64 -o grid.png   |   tensorboard --logdir {run_dir}/tensorboard")
+        print(get_data_kind(get_family(read_config(run_dir)["family"]).data_kind).next_steps(Path(run_dir)))
     return 0
 
 
-def _data_name(run_dir) -> str:
-    return json.loads((Path(run_dir) / "config.json").read_text())["data"]["name"]
-
-
 def _cmd_sample(args) -> None:
-    from .api import sample, save_samples
     from .artifact import load
     from .models.base import check_sample_count
+    from .registry import get_data_kind
 
     if args.n is not None:
         check_sample_count(args.n)  # before loading, so a bad -n fails fast
     model = load(args.model)
-    if model.data_kind == "text":
-        return _sample_texts(model, args)
-    if model.data_kind in ("music", "pianoroll"):
-        raise GenlabError(f"{args.model} is a music model: it composes pieces rather than image grids",
-                          f"genlab compose {args.model} --bars 16 -o piece.mid")
-    n = args.n or 64
-    images = sample(model, n, seed=args.seed, condition=args.label)
-    path = save_samples(model, images, args.output or "samples.png")
-    print(f"wrote {n} samples to {path}")
-
-
-def _sample_texts(model, args) -> None:
-    from .api import sample
-    from .fileio import atomic_write_text
-
-    if args.label is not None:
-        raise GenlabError("a text model has no classes",
-                          f'continue a prompt instead: genlab generate {args.model} --prompt "..."')
-    if args.output is not None and not args.output.endswith(".txt"):
-        raise GenlabError(f"{args.model} is a text model: it writes texts, not {args.output}",
-                          "use -o samples.txt, or leave -o out to print them")
-    n = args.n or 4
-    texts = sample(model, n, seed=args.seed)
-    report = "".join(f"--- sample {i + 1} (seed {args.seed}, temperature 1) ---\n{text}\n\n" for i, text in enumerate(texts))
-    if args.output is None:
-        print(report, end="")
-        print(f'for a prompt and decoding controls: genlab generate {args.model} --prompt "..." --temperature 0.8',
-              file=sys.stderr)
-    else:
-        try:
-            atomic_write_text(Path(args.output), report)
-        except OSError as e:
-            raise GenlabError(f"cannot write {args.output}: {e.strerror or e}", "choose a writable output path") from None
-        print(f"wrote {n} samples to {args.output}")
+    get_data_kind(model.data_kind).sample(model, {"model_dir": args.model, "n": args.n, "seed": args.seed,
+                                                  "label": args.label, "output": args.output})
 
 
 def _unescape(text: str) -> str:
@@ -298,73 +252,14 @@ def _cmd_generate(args) -> None:
 
 def _cmd_eval(args) -> None:
     from .api import evaluate
+    from .registry import get_data_kind
 
     groups = tuple(g.strip() for g in args.metrics.split(",") if g.strip()) if args.metrics else None
     result = evaluate(args.model, against=args.against, n=args.n, seed=args.seed, iwae_k=args.iwae_k,
                       features=args.features, metrics=groups, max_new_tokens=args.max_new_tokens)
-    if result.get("kind") == "text":
-        return _print_text_eval(args.model, result)
-    if result.get("kind") == "pianoroll":
-        row = result["frame_nll"]
-        print(f"frame-level NLL on {result['data']} ({row['pieces']} pieces, {row['frames']} frames; nats per frame)")
-        print(f"  every frame {row['nll_per_frame']:.4f}   without each piece's first {row['nll_per_frame_after_first']:.4f}")
-    if result.get("kind") == "music":
-        return _print_music_eval(args.model, result)
-    if "likelihood" in result:
-        lik = result["likelihood"]
-        print(f"likelihood on {result['data']} (n={lik['n']}, IWAE k={lik['iwae_k']}, seed {result['seed']}; nats per image)")
-        for key in ("elbo", "iwae_nll", "iwae_bits_per_dim", "recon_mse"):
-            print(f"  {key:<28}{lik[key]:>12.4f}")
-    if "samples" in result:
-        sq = result["samples"]
-        accuracy = f", test accuracy {sq['feature_test_accuracy']:.2%}" if sq["feature_test_accuracy"] else ""
-        print(f"sample quality vs {result['data']} (n={sq['n']}, seed {result['seed']}; features {sq['feature_space']} "
-              f"sha256 {sq['feature_weights_sha256'][:12]}{accuracy})")
-        print(f"  {'metric':<36}{'model':>12}{'floor':>12}")
-        for key, value in sq["metrics"].items():
-            print(f"  {key:<36}{value:>12.4f}{sq['floor'][key]:>12.4f}")
-        print(f"  floor: {sq['floor_definition']}")
+    for line in get_data_kind(result["kind"]).report(result):
+        print(line)
     print(f"written to {Path(args.model) / 'metrics.json'} in {result['seconds']:.1f} s")
-
-
-def _print_text_eval(model_dir, result: dict) -> None:
-    if "likelihood" in result:
-        print(f"held-out text of {result['data']} (every token scored once, in windows of the model's context)")
-        print(f"  {'split':<8}{'tokens':>10}{'nats/token':>12}{'perplexity':>12}{'bits/char':>11}")
-        for split, row in result["likelihood"].items():
-            print(f"  {split:<8}{row['tokens']:>10,}{row['loss']:>12.4f}{row['perplexity']:>12.3f}"
-                  f"{row['bits_per_char']:>11.4f}")
-    if "samples" in result:
-        samples = result["samples"]
-        print(f"diversity of {samples['n']} samples ({samples['max_new_tokens']} new tokens each, temperature 1, "
-              f"seed {result['seed']}) beside {samples['n']} real snippets of the same length")
-        print(f"  {'metric':<14}{'samples':>10}{'real text':>11}")
-        for key, value in samples["metrics"].items():
-            reference = samples["reference"][key]
-            shown = [f"{v:>10.4f}" if v is not None else f"{'n/a':>10}" for v in (value, reference)]
-            print(f"  {key:<14}{shown[0]}{' ' + shown[1]}")
-        print("  distinct-n: unique n-grams / all n-grams (higher = more varied); self-BLEU: 0-100 (higher = more alike)")
-    print(f"written to {Path(model_dir) / 'metrics.json'} in {result['seconds']:.1f} s")
-
-
-def _print_music_eval(model_dir, result: dict) -> None:
-    if "likelihood" in result:
-        print(f"held-out pieces of {result['data']} (every event scored once, in windows of the model's context)")
-        print(f"  {'split':<8}{'events':>10}{'nats/event':>12}{'perplexity':>12}")
-        for split, row in result["likelihood"].items():
-            print(f"  {split:<8}{row['events']:>10,}{row['loss']:>12.4f}{row['perplexity']:>12.3f}")
-    if "samples" in result:
-        samples = result["samples"]
-        print(f"{samples['n']} samples of {samples['bars']} bars (temperature 1, seed {result['seed']}) beside the "
-              f"{samples['reference_split']} pieces")
-        print(f"  {'statistic':<38}{'samples':>10}{'data':>10}")
-        for key in ("notes_per_bar", "polyphony", "in_key_ratio", "mean_note_quarters"):
-            print(f"  {key:<38}{samples['statistics'][key]:>10.3f}{samples['reference'][key]:>10.3f}")
-        print(f"  {'distance to the data':<38}{'samples':>10}{'floor':>10}")
-        for key in ("pitch_class_distance", "pitch_class_distance_key_normalized", "note_length_distance"):
-            print(f"  {key:<38}{samples['distances'][key]:>10.3f}{samples['floor'][key]:>10.3f}")
-        print("  distances: total variation, 0 = same distribution; floor: the train pieces against the same pieces")
-    print(f"written to {Path(model_dir) / 'metrics.json'} in {result['seconds']:.1f} s")
 
 
 def _cmd_info(args) -> None:
@@ -376,7 +271,7 @@ def _cmd_info(args) -> None:
     print(f"model      {args.model}")
     print(f"family     {config['family']}   recipe {config.get('recipe')}   genlab {config.get('genlab_version')}")
     print(f"parameters {n_params:,}")
-    if getattr(model, "tokenizer", None) is not None:
+    if model.tokenizer is not None:
         print(f"tokenizer  {model.tokenizer.kind}, {model.tokenizer.vocab_size:,} tokens; context "
               f"{model.context_window or 'unlimited'} tokens")
     print(f"data       {json.dumps(config['data'])}")
@@ -396,47 +291,15 @@ def _cmd_recipes(args) -> None:
 
 def _cmd_datasets(args) -> None:
     from .data import data_root
-    from .data.images import DATASETS, dataset_status
-    from .data.text import TEXT_DATASETS, text_dataset_status
+    from .registry import data_kinds
 
     root = data_root()
     print(f"data directory: {root}  (set GENLAB_DATA_DIR to change)")
-    print("images (vae, gan):")
-    for name, description in DATASETS.items():
-        status = dataset_status(name, root)
-        print(f"  {name:<16} {status:<9} {description}")
-    print("text (gpt, lstm; data.tokenizer=char|byte|bpe):")
-    for name, description in TEXT_DATASETS.items():
-        print(f"  {name:<16} {text_dataset_status(name, root):<9} {description}")
-    from .data.music import MUSIC_DATASETS, music_dataset_status
-
-    print("music events (gpt-music, lstm-music; genlab compose):")
-    for name, description in MUSIC_DATASETS.items():
-        print(f"  {name:<16} {music_dataset_status(name, root):<9} {description}")
-    from .data.jsb import PIANOROLL_DATASETS, pianoroll_dataset_status
-
-    print("piano-roll frames (pianoroll: lstm-jsb, rnn-nade-jsb):")
-    for name, description in PIANOROLL_DATASETS.items():
-        print(f"  {name:<16} {pianoroll_dataset_status(name, root):<9} {description}")
-
-
-def _cmd_compose(args) -> None:
-    from .artifact import load
-    from .tasks.compose import compose
-
-    if not args.output.lower().endswith((".mid", ".midi")):  # before the model runs
-        raise GenlabError(f"-o {args.output} is not a MIDI file name", "name it NAME.mid; NAME.wav and NAME.png go beside it")
-    model = load(args.model)
-    composition = compose(model, bars=args.bars, seed=args.seed, temperature=args.temperature, top_p=args.top_p,
-                          tempo=args.tempo, key=args.key, prompt_midi=args.prompt, renderer=args.renderer)
-    midi, wav, png = composition.save(args.output)
-    prompt = f" after {composition.prompt_bars:.1f} bars of prompt" if args.prompt else ""
-    key = f", moved {composition.transposed_by:+d} semitones into {composition.key}" if composition.key else ""
-    print(f"composed {composition.bars} bars{prompt}: {composition.notes} notes, {composition.seconds:.1f} s at "
-          f"{composition.tempo:g} bpm (seed {args.seed}{key})")
-    print(f"wrote {midi}")
-    print(f"wrote {wav}  ({'FluidSynth' if composition.renderer == 'fluidsynth' else 'built-in additive synthesiser'})")
-    print(f"wrote {png}")
+    for kind in data_kinds().values():
+        catalogue = kind.catalogue
+        print(f"{catalogue.heading}:")
+        for name, description in catalogue.datasets.items():
+            print(f"  {name:<16} {catalogue.status(name, root):<9} {description}")
 
 
 def _cmd_serve(args) -> int:
@@ -445,15 +308,27 @@ def _cmd_serve(args) -> int:
     return serve(args)
 
 
-def _cmd_apply(args) -> int:
-    from .tasks.cli import run_apply
+def _cmd_apply(args) -> None:
+    """`genlab apply NAME MODEL ...` (and `genlab compose MODEL ...`): load the model, check its
+    kind, run the application's command."""
+    from .artifact import load
+    from .registry import get_application
 
-    return run_apply(args)
+    if getattr(args, "application", None) is None:
+        raise GenlabError("which application?", "genlab apply NAME MODEL ...; `genlab apply --help` lists them")
+    app = get_application(args.application)
+    if app.check_arguments is not None:
+        app.check_arguments(args)
+    model = load(args.model)
+    if model.data_kind not in app.kinds:
+        raise GenlabError(f"genlab apply {app.name} works on {' or '.join(app.kinds)} models; {args.model} is a "
+                          f"{model.data_kind} model", "`genlab apply --help` lists the applications")
+    app.run(model, args)
 
 
 COMMANDS = {"train": _cmd_train, "sample": _cmd_sample, "generate": _cmd_generate, "eval": _cmd_eval,
             "info": _cmd_info, "recipes": _cmd_recipes, "datasets": _cmd_datasets, "apply": _cmd_apply,
-            "serve": _cmd_serve, "compose": _cmd_compose}
+            "serve": _cmd_serve, "compose": _cmd_apply}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,6 +29,7 @@ from .errors import GenlabError
 
 
 LR_SCHEDULES = ("constant", "cosine")
+MONITOR_MODES = ("auto", "min", "max")
 
 
 @dataclass
@@ -49,20 +50,28 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU, where bf16 is ~100x slower
-    eval_every: int | None = None  # steps between validation passes; None = once per epoch
+    # steps between validation passes (one log line and one history.jsonl line each); None = about
+    # 20 per run but at most one per epoch: max(steps per epoch, ceil(total steps / 20)). Always at the last step.
+    eval_every: int | None = None
     eval_batches: int | None = None  # cap on validation batches per pass; None = whole split
     checkpoint_every: int = 500  # steps between atomic checkpoints (also at each epoch end)
     log_every: int = 50  # steps between TensorBoard scalar writes
-    samples_every: int | None = None  # steps between sample grids; None = once per epoch
+    samples_every: int | None = None  # steps between previews (sample grids, texts); None = as eval_every's default
     tensorboard: bool = True
     progress: bool = True
+    # Stop after this many evaluations in a row without a better `monitor` (None: never). Patience
+    # counts evaluations, not epochs: with the default cadence (about 20 per run) set eval_every.
+    early_stopping_patience: int | None = None
+    monitor: str = "val.loss"  # the validation metric early stopping and keep_best follow: val.<key>
+    monitor_mode: str = "auto"  # min | max | auto (max for elbo, psnr, accuracy; min otherwise)
+    keep_best: bool = False  # export the best evaluated weights (run_dir/best.safetensors), not the last
 
     def __post_init__(self):
         def check(ok: bool, message: str, hint: str | None = None):
             if not ok:
                 raise GenlabError(message, hint)
 
-        for name in ("epochs", "steps", "eval_every", "eval_batches", "samples_every"):
+        for name in ("epochs", "steps", "eval_every", "eval_batches", "samples_every", "early_stopping_patience"):
             value = getattr(self, name)
             check(value is None or value >= 1, f"train.{name} must be at least 1 (or unset), got {value}")
         for name in ("batch_size", "checkpoint_every", "log_every"):
@@ -76,6 +85,10 @@ class TrainConfig:
         check(self.grad_clip is None or self.grad_clip > 0, f"train.grad_clip must be positive (or unset), got {self.grad_clip}")
         check(self.time_budget_s is None or self.time_budget_s > 0, f"train.time_budget_s must be positive, got {self.time_budget_s}")
         check(self.seed >= 0, f"train.seed must be >= 0, got {self.seed}")
+        check(self.monitor.startswith("val.") and len(self.monitor) > 4,
+              f"train.monitor must name a validation metric as val.<key>, got {self.monitor!r}", "e.g. train.monitor=val.loss")
+        check(self.monitor_mode in MONITOR_MODES, f"unknown train.monitor_mode {self.monitor_mode!r}",
+              f"use one of {', '.join(MONITOR_MODES)}")
 
 
 SHORTHAND_TRAIN_KEYS = ("epochs", "steps", "batch_size", "lr", "seed", "device", "ema_decay", "grad_clip")

@@ -12,10 +12,31 @@ import sys
 
 
 class GenlabError(Exception):
-    def __init__(self, message: str, hint: str | None = None):
+    status = 400  # the HTTP status the server answers it with; the CLI exits 2 for every kind
+
+    def __init__(self, message: str, hint: str | None = None, param: str | None = None):
         self.message = message
         self.hint = hint
+        self.param = param  # the request field or CLI option at fault, when there is one
         super().__init__(message if hint is None else f"{message}\nhint: {hint}")
+
+
+class InvalidInput(GenlabError):
+    """A request that is well-formed but asks for something impossible (a missing or doubled field)."""
+
+    status = 422
+
+
+class InputTooLarge(GenlabError):
+    """An input over a size bound (bytes, pixels, files, bars)."""
+
+    status = 413
+
+
+class UnreadableInput(GenlabError):
+    """An upload that is not what it claims (not an image, not MIDI)."""
+
+    status = 415
 
 
 class TrainingInterrupted(GenlabError):

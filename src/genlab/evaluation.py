@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from ._version import __version__
 from .artifact import load, write_metrics
+from .data.splits import parse_against
 from .config import from_dict
 from .data import ImageDataSpec, TextDataSpec, load_image_data, load_text_data
 from .errors import GenlabError
@@ -38,21 +39,8 @@ from .metrics.features import FeatureExtractor, default_extractor_for, load_feat
 from .metrics.likelihood import bits_per_dim
 from .metrics.text import bits_per_char, distinct_n, perplexity, self_bleu
 
-SPLITS = ("train", "val", "test")
 METRIC_GROUPS = ("likelihood", "samples")
 SAMPLE_BATCH = 1000
-
-
-def parse_against(spec: str | None, own_data: str) -> tuple[str, str]:
-    """`mnist:test` -> ("mnist", "test"); `test` -> (own data, "test"); None -> (own data, "test")."""
-    if spec is None:
-        return own_data, "test"
-    if spec in SPLITS:
-        return own_data, spec
-    head, _, tail = spec.rpartition(":")
-    if head and tail in SPLITS:
-        return head, tail
-    return spec, "test"
 
 
 @torch.no_grad()
@@ -126,34 +114,37 @@ def real_images(data, split: str, n: int, seed: int) -> torch.Tensor:
 def evaluate(model_dir: str | Path, *, against: str | None = None, n: int | None = None, seed: int = 0,
              iwae_k: int = 1000, features: str | None = None, metrics: tuple[str, ...] | None = None,
              max_new_tokens: int = 200, progress: bool = True) -> dict:
-    """Evaluate a model directory; writes the result into its metrics.json under "eval".
+    """Evaluate a model directory with its data kind's evaluation; the result is written into
+    its metrics.json under "eval".
 
     metrics: which groups to compute ("likelihood", "samples"); None = every group the model
     supports. Asking for a group the model lacks the capability for is an error. Text
     models: n is the number of samples (default 20) of max_new_tokens each.
     """
+    from .registry import get_data_kind
+
     if n is not None and (not isinstance(n, int) or n <= 0):
         raise GenlabError(f"-n must be a positive integer, got {n}")
     model = load(model_dir)
-    if model.data_kind == "pianoroll":
-        from .metrics.pianoroll import evaluate_pianoroll
+    kind = get_data_kind(model.data_kind)
+    start = time.perf_counter()
+    result = kind.evaluate(model, dict(against=against, n=n, seed=seed, iwae_k=iwae_k, features=features,
+                                       metrics=metrics, max_new_tokens=max_new_tokens, progress=progress))
+    result = {"kind": kind.name, **result, "seconds": round(time.perf_counter() - start, 2)}
+    write_metrics(model_dir, {"eval": result})
+    return result
 
-        return evaluate_pianoroll(model, model_dir, against=against)
-    if model.data_kind == "text":
-        return evaluate_text(model, model_dir, against=against, n=n, seed=seed, features=features, metrics=metrics,
-                             max_new_tokens=max_new_tokens, progress=progress)
-    if model.data_kind == "music":
-        return evaluate_music(model, model_dir, against=against, n=n, seed=seed, metrics=metrics, progress=progress)
+
+def evaluate_images(model, *, against: str | None, n: int | None, seed: int, iwae_k: int, features: str | None,
+                    metrics: tuple[str, ...] | None, progress: bool = True, **_) -> dict:
+    """Image models: likelihood bounds and sample quality on a split (default: the model's own test split)."""
     config = model.artifact_config
     data_name, split = parse_against(against, config["data"]["name"])
-    spec_values = dict(config["data"])
-    spec_values["name"] = data_name
-    data = load_image_data(from_dict(ImageDataSpec, spec_values, "data"))
+    data = load_image_data(from_dict(ImageDataSpec, {**config["data"], "name": data_name}, "data"))
     if data.num_examples(split) == 0:
         raise GenlabError(f"the {split} split of {data_name} is empty", "evaluate against another split")
     wanted = _metric_groups(model, metrics)
     result: dict = {"data": f"{data_name}:{split}", "seed": seed, "genlab_version": __version__}
-    start = time.perf_counter()
     if "likelihood" in wanted:
         if tuple(data.shape) != tuple(model.config.input_shape):
             raise GenlabError(f"the model takes {tuple(model.config.input_shape)} images but {data_name} has {data.shape}")
@@ -162,8 +153,6 @@ def evaluate(model_dir: str | Path, *, against: str | None = None, n: int | None
                                 "iwae_k": iwae_k, "n": n_lik}
     if "samples" in wanted:
         result["samples"] = _sample_quality(model, data, split, n, seed, features, progress)
-    result["seconds"] = round(time.perf_counter() - start, 2)
-    write_metrics(model_dir, {"eval": result})
     return result
 
 
@@ -270,9 +259,8 @@ def real_snippets(data, split: str, n: int, tokens: int, seed: int) -> list[str]
     return [data.tokenizer.decode(stream[s : s + tokens]) for s in starts.tolist()]
 
 
-def evaluate_text(model, model_dir: str | Path, *, against: str | None, n: int | None, seed: int,
-                  features: str | None, metrics: tuple[str, ...] | None, max_new_tokens: int,
-                  progress: bool = True) -> dict:
+def evaluate_text(model, *, against: str | None, n: int | None, seed: int, features: str | None,
+                  metrics: tuple[str, ...] | None, max_new_tokens: int, progress: bool = True, **_) -> dict:
     if features is not None:
         raise GenlabError("--features applies to image models; text models have no feature network")
     if max_new_tokens < 1:
@@ -285,9 +273,8 @@ def evaluate_text(model, model_dir: str | Path, *, against: str | None, n: int |
     if not splits:
         raise GenlabError(f"the {split} split of {data_name} is empty", "evaluate against another split")
     wanted = _metric_groups(model, metrics)
-    result: dict = {"kind": "text", "data": f"{data_name}:{'+'.join(splits)}", "seed": seed,
+    result: dict = {"data": f"{data_name}:{'+'.join(splits)}", "seed": seed,
                     "genlab_version": __version__}
-    start = time.perf_counter()
     if "likelihood" in wanted:
         result["likelihood"] = {s: text_likelihood(model, data, s, progress=progress) for s in splits}
     if "samples" in wanted:
@@ -302,8 +289,6 @@ def evaluate_text(model, model_dir: str | Path, *, against: str | None, n: int |
             "reference_definition": f"{n_samples} real snippets of {max_new_tokens} tokens from {data_name}:{splits[0]}",
             "examples": texts[:3],
         }
-    result["seconds"] = round(time.perf_counter() - start, 2)
-    write_metrics(model_dir, {"eval": result})
     return result
 
 
@@ -317,22 +302,21 @@ def event_likelihood(model, data, split: str, batch_size: int = 32, progress: bo
     return {"events": events, "loss": total_nats / events, "perplexity": perplexity(total_nats / events)}
 
 
-def evaluate_music(model, model_dir: str | Path, *, against: str | None, n: int | None, seed: int,
-                   metrics: tuple[str, ...] | None, progress: bool = True) -> dict:
+def evaluate_music(model, *, against: str | None, n: int | None, seed: int, metrics: tuple[str, ...] | None,
+                   progress: bool = True, **_) -> dict:
     """Event models: nats per held-out event; musical statistics of n samples beside a split's pieces
     (genlab.metrics.music), with the floor: the same distances between the train pieces and that split."""
     from .data.music import MusicDataSpec, load_music_data
     from .metrics.music import compare_statistics, music_statistics
-    from .tasks.compose import sample_pieces
+    from .models.events import sample_pieces
 
     config = model.artifact_config
     data_name, split = parse_against(against, config["data"]["name"])
     data = load_music_data(from_dict(MusicDataSpec, {**config["data"], "name": data_name}, "data"))
     splits = held_out_splits(data, split, against)
     wanted = _metric_groups(model, metrics)
-    result: dict = {"kind": "music", "data": f"{data_name}:{'+'.join(splits) or split}", "seed": seed,
+    result: dict = {"data": f"{data_name}:{'+'.join(splits) or split}", "seed": seed,
                     "genlab_version": __version__}
-    start = time.perf_counter()
     if "likelihood" in wanted:
         result["likelihood"] = {s: event_likelihood(model, data, s, progress=progress) for s in splits}
     if "samples" in wanted:
@@ -347,6 +331,22 @@ def evaluate_music(model, model_dir: str | Path, *, against: str | None, n: int 
             "distances": compare_statistics(samples, reference),
             "floor": compare_statistics(music_statistics(data.train.pieces), reference),
         }
-    result["seconds"] = round(time.perf_counter() - start, 2)
-    write_metrics(model_dir, {"eval": result})
     return result
+
+
+# ----------------------------------------------------------------------------- piano-roll models
+
+
+def evaluate_pianoroll(model, *, against: str | None = None, **_) -> dict:
+    """Piano-roll models: frame-level NLL on a split of their own data (default test)."""
+    from .data.jsb import PianoRollDataSpec, load_pianoroll_data
+    from .metrics.pianoroll import pianoroll_likelihood
+
+    own_data = model.artifact_config["data"]["name"]
+    data_name, split = parse_against(against, own_data)  # "test", "jsb" or "jsb:test"
+    if data_name != own_data:
+        raise GenlabError(f"--against {against!r}: a piano-roll model is scored on a split of its own data",
+                          f"use --against train, val or test (or {own_data}:SPLIT)")
+    spec = from_dict(PianoRollDataSpec, {**model.artifact_config["data"], "transpose": 0}, "data")
+    data = load_pianoroll_data(spec)
+    return {"data": f"{spec.name}:{spec.resolution}:{split}", "frame_nll": pianoroll_likelihood(model, data, split)}

@@ -366,6 +366,13 @@ def psnr(a: ArrayLike, b: ArrayLike, data_range: float, *, min_mse: float = 0.0)
     return float((10 * torch.log10(data_range**2 / mse)).mean())
 
 
+def mean_psnr(a: ArrayLike, b: ArrayLike, data_range: float) -> float:
+    """`psnr` of [N, C, H, W] batches with a 1e-12 MSE floor (at most 120 dB at range 1), so one
+    exactly reproduced image cannot turn a batch mean into inf: what validation logs and
+    served replies report."""
+    return psnr(a, b, data_range, min_mse=1e-12)
+
+
 def _reflect_indices(size: int, radius: int, device: torch.device) -> torch.Tensor:
     """Indices extending an axis by `radius` with scipy.ndimage's 'reflect' mode (d c b a | a b c d).
 

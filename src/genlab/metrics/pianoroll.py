@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..tensors import eval_mode
+
 
 def independent_frame_log_prob(logits: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
     """log p(v) of binary frames under independent Bernoulli keys with these logits, summed over
@@ -24,45 +26,15 @@ def independent_frame_log_prob(logits: torch.Tensor, frames: torch.Tensor) -> to
 def pianoroll_likelihood(model, data, split: str, batch_size: int = 16) -> dict:
     """Frame-level NLL of a piano-roll model on every frame of a split (and without each
     piece's first frame, as locuslab/TCN scores), with the counts behind it."""
-    was_training = model.training
-    model.eval()
     total, first, frames = 0.0, 0.0, 0
-    try:
-        n = data.num_examples(split)
+    n = data.num_examples(split)
+    with eval_mode(model):
         for start in range(0, n, batch_size):
             batch = data.batch(split, torch.arange(start, min(start + batch_size, n)))
             log_p = model.frame_log_probs(batch["x"].to(model.device), batch["mask"].to(model.device)).double()
             total -= log_p.sum().item()
             first -= log_p[:, 0].sum().item()
             frames += int(batch["mask"].sum())
-    finally:
-        model.train(was_training)
     pieces = data.num_examples(split)
     return {"nll_per_frame": total / frames, "nll_per_frame_after_first": (total - first) / (frames - pieces),
             "frames": frames, "pieces": pieces}
-
-
-def evaluate_pianoroll(model, model_dir, *, against: str | None = None) -> dict:
-    """`genlab eval` of a piano-roll model: frame-level NLL on a split of its data (default test)."""
-    import time
-
-    from ..artifact import write_metrics
-    from ..config import from_dict
-    from ..data.jsb import PianoRollDataSpec, load_pianoroll_data
-    from ..errors import GenlabError
-
-    from ..evaluation import parse_against
-
-    own_data = model.artifact_config["data"]["name"]
-    data_name, split = parse_against(against, own_data)  # "test", "jsb" or "jsb:test"
-    if data_name != own_data:
-        raise GenlabError(f"--against {against!r}: a piano-roll model is scored on a split of its own data",
-                          f"use --against train, val or test (or {own_data}:SPLIT)")
-    start = time.perf_counter()
-    spec = from_dict(PianoRollDataSpec, {**model.artifact_config["data"], "transpose": 0}, "data")
-    data = load_pianoroll_data(spec)
-    result = {"kind": "pianoroll", "data": f"{spec.name}:{spec.resolution}:{split}",
-              "frame_nll": pianoroll_likelihood(model, data, split)}
-    result["seconds"] = round(time.perf_counter() - start, 2)
-    write_metrics(model_dir, {"eval": result})
-    return result

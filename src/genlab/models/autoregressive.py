@@ -42,8 +42,8 @@ PREVIEW_SAMPLES, PREVIEW_TOKENS = 3, 200  # the samples.txt written during train
 
 class AutoregressiveModel(GenerativeModel):
     data_kind: ClassVar[str] = "text"
+    needs_tokenizer: ClassVar[bool] = True  # `tokenizer` is set on text models by genlab.train and genlab.load
     capabilities = frozenset({"sample", "log_likelihood", "generate"})
-    tokenizer = None  # set on text models by genlab.train and genlab.load
 
     # -- what a family provides -----------------------------------------------------------
     @property

@@ -8,25 +8,34 @@ is `ManagedOptimizer.step(loss)` (genlab.training.optim), which a family calls i
 `loss.backward(); opt.step()`.
 
 Capabilities are small protocols that tasks and metrics check with `require`: `sample`
-(unconditional draws; what sample-quality metrics need), `encode`/`decode` (latent
-models), `log_likelihood` (a bound or exact value in nats per example), `conditional`
-(sampling takes a class label), `generate` (continues a prompt; the autoregressive families).
+(unconditional draws; what sample-quality metrics need), `encode`/`decode` (latent models;
+`decode(z, y=None)` returns images in the data range), `log_likelihood` (a bound or exact
+value in nats per example), `conditional` (sampling takes a class label), `generate`
+(continues a prompt; the autoregressive families).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from ..errors import GenlabError
+from ..tensors import eval_mode, rand, randint, randn  # noqa: F401  (the families' helpers, re-exported)
 
 
 class GenerativeModel(nn.Module):
     family: ClassVar[str]  # set by @register_family
     config_class: ClassVar[type]  # the family's dataclass config
     data_kind: ClassVar[str] = "image"  # which data a recipe's data section describes: image | text
+    needs_tokenizer: ClassVar[bool] = False  # text families: prompts and samples go through `tokenizer`
+
+    # Set by genlab.train / genlab.load (genlab.artifact); None on a model built in code.
+    artifact_config: dict | None = None  # the run's resolved recipe (data, model, train sections)
+    artifact_dir: Path | None = None  # the run directory the model was loaded from
+    tokenizer = None  # a text model's tokenizer (genlab.data.text), when needs_tokenizer
 
     def __init__(self, config: Any):
         super().__init__()
@@ -80,8 +89,7 @@ class GenerativeModel(nn.Module):
             return None
         num_classes = self.config.num_classes
         if condition is None:  # no class asked for: draw classes uniformly
-            draw_device = generator.device if generator is not None else self.device
-            return torch.randint(num_classes, (n,), generator=generator, device=draw_device).to(self.device)
+            return randint(num_classes, (n,), generator, self.device)
         if isinstance(condition, int) and not isinstance(condition, bool):
             labels = torch.full((n,), condition, dtype=torch.long, device=self.device)
         elif isinstance(condition, torch.Tensor) and not condition.is_floating_point() and condition.shape == (n,):
@@ -102,9 +110,9 @@ class GenerativeModel(nn.Module):
 
     def require(self, capability: str, purpose: str) -> None:
         if capability not in self.capabilities:
-            from ..registry import FAMILIES
+            from ..registry import families_with
 
-            having = sorted(name for name, cls in FAMILIES.items() if capability in cls.capabilities)
+            having = families_with(capability)
             raise GenlabError(
                 f"{purpose} needs a model with the {capability!r} capability; "
                 f"this {self.family} model does not have it",
@@ -119,6 +127,30 @@ class GenerativeModel(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+
+# ----------------------------------------------------------------------------- shared helpers
+
+
+def mlp(sizes: list[int], activation=nn.ReLU) -> nn.Sequential:
+    """Linear layers sizes[0] -> sizes[1] -> ... -> sizes[-1], `activation()` between them
+    (none after the last): [B, sizes[0]] -> [B, sizes[-1]]."""
+    layers: list[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(n_in, n_out))
+        if i < len(sizes) - 2:
+            layers.append(activation())
+    return nn.Sequential(*layers)
+
+
+class ImageConfig:
+    """What the image families' configs share: a `data_range` field (low, high) of the images,
+    filled in from the data, checked here. A plain mixin, not a dataclass, so each family keeps
+    its own fields, defaults and field order (and its config.json keys)."""
+
+    def check_data_range(self) -> None:
+        if len(self.data_range) != 2 or not self.data_range[0] < self.data_range[1]:
+            raise GenlabError(f"model.data_range must be (low, high) with low < high, got {self.data_range}")
 
 
 def check_sample_count(n: int) -> int:

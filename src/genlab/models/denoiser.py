@@ -33,15 +33,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import GenlabError
-from ..metrics.image import psnr
+from ..metrics.image import mean_psnr
 from ..registry import register_family
-from .base import GenerativeModel
+from .base import GenerativeModel, ImageConfig, rand, randn
 
-NOISE_KINDS = ("gaussian", "salt-pepper", "mixed")
+# What `add_noise` (and the task, genlab.tasks.denoise) applies; a model trains on one of them
+# or on a mix of the two (TRAINING_NOISES).
+NOISE_KINDS = ("gaussian", "salt-pepper")
+TRAINING_NOISES = (*NOISE_KINDS, "mixed")
 
 
 @dataclass
-class DenoiserConfig:
+class DenoiserConfig(ImageConfig):
     input_shape: tuple[int, ...] = (1, 28, 28)  # (C, H, W), filled in from the data
     data_range: tuple[float, ...] = (0.0, 1.0)  # filled in from the data
     noise: str = "mixed"  # gaussian | salt-pepper | mixed (each image one of the two)
@@ -51,12 +54,11 @@ class DenoiserConfig:
     depth: int = 7  # conv layers; the receptive field is 2 * depth + 1 pixels
 
     def __post_init__(self):
-        if self.noise not in NOISE_KINDS:
-            raise GenlabError(f"unknown model.noise {self.noise!r}", f"use one of {', '.join(NOISE_KINDS)}")
+        if self.noise not in TRAINING_NOISES:
+            raise GenlabError(f"unknown model.noise {self.noise!r}", f"use one of {', '.join(TRAINING_NOISES)}")
         if len(self.input_shape) != 3 or any(size < 1 for size in self.input_shape):
             raise GenlabError(f"the denoiser needs (C, H, W) images, got input_shape={tuple(self.input_shape)}")
-        if len(self.data_range) != 2 or not self.data_range[0] < self.data_range[1]:
-            raise GenlabError(f"model.data_range must be (low, high) with low < high, got {self.data_range}")
+        self.check_data_range()
         if not 0.0 < self.sigma_max <= 2.0 or not 0.0 < self.amount_max <= 1.0:
             raise GenlabError("model.sigma_max must be in (0, 2] and model.amount_max in (0, 1]",
                               f"got sigma_max={self.sigma_max}, amount_max={self.amount_max}")
@@ -65,11 +67,6 @@ class DenoiserConfig:
 
 
 # ----------------------------------------------------------------------------- noise
-
-
-def _uniform(shape, generator, device) -> torch.Tensor:
-    draw_device = generator.device if generator is not None else device
-    return torch.rand(shape, generator=generator, device=draw_device).to(device)
 
 
 def add_noise(
@@ -85,14 +82,13 @@ def add_noise(
     low, high = data_range
     level = torch.as_tensor(level, dtype=images.dtype, device=images.device).reshape(-1, 1, 1, 1)
     if kind == "gaussian":
-        draw_device = generator.device if generator is not None else images.device
-        noise = torch.randn(images.shape, generator=generator, device=draw_device).to(images.device)
+        noise = randn(images.shape, generator, images.device)
         return (images + level * (high - low) * noise).clamp(low, high)
     if kind == "salt-pepper":
         # One draw per pixel decides whether it is hit, a second whether it turns black or white;
         # all channels of a pixel are hit together, as a dead sensor pixel would be.
-        hit = _uniform((images.shape[0], 1, *images.shape[2:]), generator, images.device) < level
-        white = _uniform((images.shape[0], 1, *images.shape[2:]), generator, images.device) < 0.5
+        hit = rand((images.shape[0], 1, *images.shape[2:]), generator, images.device) < level
+        white = rand((images.shape[0], 1, *images.shape[2:]), generator, images.device) < 0.5
         impulse = torch.where(white, high, low).to(images.dtype).expand_as(images)
         return torch.where(hit.expand_as(images), impulse, images)
     raise GenlabError(f"unknown noise kind {kind!r}", "use gaussian or salt-pepper")
@@ -119,15 +115,15 @@ class Denoiser(GenerativeModel):
         """The training corruption: a random kind (for mixed) and level per image."""
         cfg = self.config
         n = clean.shape[0]
-        sigma = _uniform((n,), generator, clean.device) * cfg.sigma_max
-        amount = _uniform((n,), generator, clean.device) * cfg.amount_max
+        sigma = rand((n,), generator, clean.device) * cfg.sigma_max
+        amount = rand((n,), generator, clean.device) * cfg.amount_max
         gaussian = add_noise(clean, "gaussian", sigma, cfg.data_range, generator)
         if cfg.noise == "gaussian":
             return gaussian
         salt_pepper = add_noise(clean, "salt-pepper", amount, cfg.data_range, generator)
         if cfg.noise == "salt-pepper":
             return salt_pepper
-        use_gaussian = (_uniform((n,), generator, clean.device) < 0.5).view(-1, 1, 1, 1)
+        use_gaussian = (rand((n,), generator, clean.device) < 0.5).view(-1, 1, 1, 1)
         return torch.where(use_gaussian, gaussian, salt_pepper)
 
     def forward(self, noisy: torch.Tensor) -> torch.Tensor:
@@ -155,11 +151,8 @@ class Denoiser(GenerativeModel):
         noisy = self.corrupt(clean)
         denoised = self(noisy).clamp(*self.config.data_range)
         peak = self.config.data_range[1] - self.config.data_range[0]
-
-        def mean_psnr(x: torch.Tensor) -> float:
-            return psnr(x, clean, peak, min_mse=1e-12)
-
-        return {"loss": F.mse_loss(denoised, clean).item(), "psnr": mean_psnr(denoised), "psnr_noisy": mean_psnr(noisy)}
+        return {"loss": F.mse_loss(denoised, clean).item(), "psnr": mean_psnr(denoised, clean, peak),
+                "psnr_noisy": mean_psnr(noisy, clean, peak)}
 
     # -- previews (no sampling: these families need an input image) -----------------
     @torch.no_grad()

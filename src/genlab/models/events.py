@@ -14,6 +14,9 @@ window) is genlab.sampling's. What this file adds is what makes them music model
                         turns its tokens back into notes without the data
     "compose"           genlab.tasks.compose draws pieces of a given length in bars,
                         continuing a MIDI prompt, and writes MIDI, WAV and a piano roll
+
+`sample_pieces` is the one loop that turns event draws into pieces of whole bars; `sample`,
+genlab.tasks.compose and the music evaluation all draw through it.
 """
 
 from __future__ import annotations
@@ -23,13 +26,19 @@ from dataclasses import dataclass
 import torch
 
 from ..data.music import EventVocabulary, Piece
-from ..errors import GenlabError
+from ..errors import GenlabError, warn
 from ..registry import register_family
 from .base import check_sample_count
 from .rnn import LSTM, LSTMConfig
 from .transformer import GPT, GPTConfig
 
 SAMPLE_BARS = 8  # length of each piece drawn by `sample` (genlab.sample)
+BEATS_PER_BAR = 4  # pieces are in 4/4
+EVENTS_PER_STEP_CAP = 12  # an event model that never moves the time on is stopped after this many per step
+# A new note still sounding a whole note after it began ends there. An event model forgets a
+# note-off easily once the note-on has slid out of its context window, and the note would
+# otherwise hang on to the end of the piece (Magenta's performance models cap notes the same way).
+MAX_NOTE_QUARTERS = 4
 
 
 @dataclass
@@ -69,10 +78,65 @@ class MusicLSTMConfig(LSTMConfig, EventVocabularyFields):
         self._check_vocabulary()
 
 
+# ----------------------------------------------------------------------------- sampling
+
+
+@torch.no_grad()
+def sample_pieces(model, n: int, *, bars: int, generator: torch.Generator | None = None, temperature: float = 1.0,
+                  top_p: float | None = None, seed: int = 0, prompt: Piece | None = None) -> list[Piece]:
+    """n pieces from an event model: the prompt (if any) then `bars` new 4/4 bars each."""
+    from ..sampling import GenerationConfig, generate_tokens
+
+    vocabulary: EventVocabulary = model.vocabulary
+    steps_per_bar = BEATS_PER_BAR * model.steps_per_quarter
+    if prompt is not None:
+        prompt_tokens = torch.from_numpy(vocabulary.encode(prompt)).long()
+        prompt_steps = prompt.length
+    else:
+        prompt_tokens, prompt_steps = torch.tensor([vocabulary.START]), 0
+    window = model.context_window
+    if window is not None and len(prompt_tokens) > window:
+        bars_in_window = window / max(1.0, len(prompt_tokens) / max(prompt_steps / steps_per_bar, 1e-9))
+        raise GenlabError(
+            f"the prompt is {len(prompt_tokens)} events long ({prompt_steps / steps_per_bar:.1f} bars), longer than the "
+            f"model's context window of {window} events",
+            f"use a shorter prompt (about {max(1, int(bars_in_window))} bars of it fit), or a model with a longer "
+            "context (data.block_size)",
+        )
+    target = prompt_steps + bars * steps_per_bar
+    shift_steps = vocabulary.shift_steps().to(model.device)
+    max_new = (target - prompt_steps) * EVENTS_PER_STEP_CAP + 64
+    # The n rows come from the batch below (generate_tokens draws one token per row), not num_return_sequences.
+    config = GenerationConfig(max_new_tokens=max_new, temperature=float(temperature), top_p=top_p, seed=seed,
+                              suppress_tokens=(vocabulary.START,))
+    batch = prompt_tokens.to(model.device).repeat(n, 1)
+    time = torch.full((n,), prompt_steps, dtype=torch.long, device=model.device)
+    drawn = []
+    steps = generate_tokens(model, batch, config, generator)
+    try:
+        for tokens in steps:
+            drawn.append(tokens)
+            time += shift_steps[tokens]
+            if bool((time >= target).all()):
+                break
+        else:
+            warn(f"the model drew {max_new} events without reaching bar {bars}; the rest of the piece is silent")
+    finally:
+        steps.close()
+    sequences = torch.cat([batch, torch.stack(drawn, 1)], 1).cpu() if drawn else batch.cpu()
+    return [vocabulary.decode(row, model.steps_per_quarter, length=target, quarters_per_bar=BEATS_PER_BAR,
+                              max_note_steps=MAX_NOTE_QUARTERS * model.steps_per_quarter, max_note_from=prompt_steps)
+            for row in sequences]
+
+
+# ----------------------------------------------------------------------------- the families
+
+
 class EventModel:
     """What the GPT and LSTM music families share (a mixin in front of the text family)."""
 
     data_kind = "music"
+    needs_tokenizer = False  # token ids are events: the vocabulary comes from the config
     capabilities = frozenset({"sample", "log_likelihood", "compose"})
 
     @property
@@ -87,8 +151,6 @@ class EventModel:
     def sample(self, n: int, *, condition=None, generator: torch.Generator | None = None,
                bars: int = SAMPLE_BARS) -> list[Piece]:
         """n pieces of `bars` 4/4 bars at temperature 1 (genlab.tasks.compose for more control)."""
-        from ..tasks.compose import sample_pieces
-
         check_sample_count(n)
         if condition is not None:
             raise GenlabError(f"a music {self.family} model samples unconditionally",

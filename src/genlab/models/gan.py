@@ -59,10 +59,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from ..errors import GenlabError
+from ..errors import DivergenceError, GenlabError
 from ..registry import register_family
-from ..errors import DivergenceError
-from .base import GenerativeModel, check_sample_count
+from .base import GenerativeModel, ImageConfig, check_sample_count, mlp, randn
 
 ARCHITECTURES = ("dcgan", "mlp")
 OBJECTIVES = ("bce", "wgan-gp", "hinge")
@@ -73,7 +72,7 @@ LEAKY_SLOPE = 0.2
 
 
 @dataclass
-class GANConfig:
+class GANConfig(ImageConfig):
     input_shape: tuple[int, ...] = (1, 28, 28)  # (C, H, W) or (D,) for mlp; filled in from the data
     num_classes: int = 10  # filled in from the data; used when conditional
     data_range: tuple[float, ...] = (-1.0, 1.0)  # filled in from the data (data.scale=symmetric)
@@ -100,8 +99,7 @@ class GANConfig:
             )
         if self.objective not in OBJECTIVES:
             raise GenlabError(f"unknown model.objective {self.objective!r}", f"use one of {', '.join(OBJECTIVES)}")
-        if len(self.data_range) != 2 or not self.data_range[0] < self.data_range[1]:
-            raise GenlabError(f"model.data_range must be (low, high) with low < high, got {self.data_range}")
+        self.check_data_range()
         if not self.input_shape or any(size < 1 for size in self.input_shape):
             raise GenlabError(f"model.input_shape must hold positive sizes, got {tuple(self.input_shape)}")
         if self.latent_dim < 1 or self.base_channels < 1 or not self.hidden or any(s < 1 for s in self.hidden):
@@ -275,15 +273,6 @@ class ConvDiscriminator(nn.Module):
         return self.features(x).flatten(1)
 
 
-def _mlp(sizes: list[int], activation) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(n_in, n_out))
-        if i < len(sizes) - 2:
-            layers.append(activation())
-    return nn.Sequential(*layers)
-
-
 class MLPGenerator(nn.Module):
     def __init__(self, config: GANConfig):
         super().__init__()
@@ -291,7 +280,7 @@ class MLPGenerator(nn.Module):
         # A label embedding as wide as the latent: the label weighs as much as the noise.
         self.label_embedding = nn.Embedding(config.num_classes, config.latent_dim) if config.conditional else None
         condition_dim = config.latent_dim if config.conditional else 0
-        self.net = _mlp([config.latent_dim + condition_dim, *config.hidden, math.prod(self.output_shape)], nn.ReLU)
+        self.net = mlp([config.latent_dim + condition_dim, *config.hidden, math.prod(self.output_shape)], nn.ReLU)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         if self.label_embedding is not None:
@@ -304,7 +293,7 @@ class MLPDiscriminator(nn.Module):
         super().__init__()
         hidden = list(reversed(config.hidden))
         self.features = nn.Sequential(
-            _mlp([math.prod(config.input_shape), *hidden], lambda: nn.LeakyReLU(LEAKY_SLOPE)), nn.LeakyReLU(LEAKY_SLOPE)
+            mlp([math.prod(config.input_shape), *hidden], lambda: nn.LeakyReLU(LEAKY_SLOPE)), nn.LeakyReLU(LEAKY_SLOPE)
         )
         self.feature_dim = hidden[-1]
 
@@ -333,12 +322,6 @@ class Discriminator(nn.Module):
         return out
 
 
-def _randn(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    """Standard normal draws from `generator` (on its own device), moved to `device`."""
-    draw_device = generator.device if generator is not None else device
-    return torch.randn(shape, generator=generator, device=draw_device).to(device)
-
-
 # ----------------------------------------------------------------------------- the model
 
 
@@ -359,15 +342,12 @@ class GAN(GenerativeModel):
         self.discriminator_win_streak = 0
 
     # -- the two networks -----------------------------------------------------------------
-    def generate(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        """G(z, y) in the data range: tanh's (-1, 1) mapped affinely onto (low, high)."""
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The "decode" capability: G(z, y) for latents z [B, latent_dim], as images shaped
+        [B, *input_shape] in the data range (tanh's (-1, 1) mapped affinely onto (low, high))."""
         low, high = self.config.data_range
-        unit = self.generator(z, labels)
+        unit = self.generator(z, y)
         return unit if (low, high) == (-1.0, 1.0) else low + (high - low) * (unit + 1.0) / 2.0
-
-    def decoder_mean(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """The 'decode' capability: G is deterministic, so the decoded image is G(z, y)."""
-        return self.generate(z, labels)
 
     def discriminate(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """D's raw output per example, [B] (a logit for bce, a critic value otherwise)."""
@@ -404,7 +384,7 @@ class GAN(GenerativeModel):
         self.discriminator.requires_grad_(True)
         for _ in range(cfg.critic_steps):
             with torch.no_grad():
-                fake = self.generate(torch.randn(n, cfg.latent_dim, device=real.device), labels)
+                fake = self.decode(torch.randn(n, cfg.latent_dim, device=real.device), labels)
             # One forward pass over real and fake together: one spectral-norm power iteration.
             both = self.discriminate(torch.cat([real, fake]), None if labels is None else torch.cat([labels, labels]))
             d_real, d_fake = both[:n], both[n:]
@@ -418,7 +398,7 @@ class GAN(GenerativeModel):
         # Generator: D is fixed, so its gradients need not be computed.
         self.discriminator.requires_grad_(False)
         try:
-            fake = self.generate(torch.randn(n, cfg.latent_dim, device=real.device), labels)
+            fake = self.decode(torch.randn(n, cfg.latent_dim, device=real.device), labels)
             g_loss = generator_loss(cfg.objective, self.discriminate(fake, labels))
             optimizers["generator"].step(g_loss)
         finally:
@@ -449,7 +429,7 @@ class GAN(GenerativeModel):
         """Mean D outputs on real and on generated images (a GAN has no likelihood to report)."""
         real = batch["x"]
         labels = self._training_labels(batch)
-        fake = self.generate(torch.randn(real.shape[0], self.config.latent_dim, device=real.device), labels)
+        fake = self.decode(torch.randn(real.shape[0], self.config.latent_dim, device=real.device), labels)
         return {
             "d_real": self.discriminate(real, labels).mean().item(),
             "d_fake": self.discriminate(fake, labels).mean().item(),
@@ -465,8 +445,8 @@ class GAN(GenerativeModel):
         """n draws G(z), z ~ N(0, I), shaped like input_shape and in the data range."""
         check_sample_count(n)
         labels = self._labels_for_sampling(n, condition, generator)
-        z = _randn((n, self.config.latent_dim), generator, self.device)
-        return self.generate(z, labels)
+        z = randn((n, self.config.latent_dim), generator, self.device)
+        return self.decode(z, labels)
 
     @torch.no_grad()
     def preview(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:

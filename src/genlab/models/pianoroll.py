@@ -49,7 +49,7 @@ from torch import nn
 from ..errors import GenlabError
 from ..metrics.pianoroll import independent_frame_log_prob
 from ..registry import register_family
-from .base import GenerativeModel, check_sample_count
+from .base import GenerativeModel, check_sample_count, eval_mode, rand
 
 CELLS = ("lstm", "gru")
 OUTPUTS = ("independent", "nade")
@@ -196,8 +196,7 @@ class PianoRollRNN(GenerativeModel):
     def _draw(self, logits: torch.Tensor, generator: torch.Generator | None, temperature: float) -> torch.Tensor:
         if temperature == 0:
             return (logits > 0).float()
-        u = torch.rand(logits.shape, generator=generator, device=generator.device if generator is not None else logits.device)
-        return (u.to(logits.device) < torch.sigmoid(logits / temperature)).float()
+        return (rand(logits.shape, generator, logits.device) < torch.sigmoid(logits / temperature)).float()
 
     def _draw_frame(self, state: torch.Tensor, generator, temperature: float) -> torch.Tensor:
         """One frame [B, K] from RNN outputs [B, H]."""
@@ -273,12 +272,8 @@ class PianoRollRNN(GenerativeModel):
             raise GenlabError(f"temperature must be a finite number >= 0, got {temperature!r}",
                               "1.0 samples the model's own distribution; lower is more conservative; 0 is greedy")
         keys = self._prompt_keys(prompt) if prompt is not None else None
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             frames = self.sample_frames(1, n_frames, generator=generator, temperature=float(temperature), prompt=keys)
-        finally:
-            self.train(was_training)
         return self._to_midi_columns(frames[0]).cpu()
 
     @staticmethod

@@ -36,16 +36,16 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from ..errors import GenlabError
-from ..metrics.image import psnr
+from ..metrics.image import mean_psnr
 from ..registry import register_family
-from .base import GenerativeModel
+from .base import GenerativeModel, ImageConfig
 
 SCALES = (2, 4)
 DOWNSAMPLERS = ("area", "bicubic")
 
 
 @dataclass
-class SuperResConfig:
+class SuperResConfig(ImageConfig):
     input_shape: tuple[int, ...] = (1, 28, 28)  # the HIGH-resolution (C, H, W); filled in from the data
     data_range: tuple[float, ...] = (0.0, 1.0)  # filled in from the data
     scale: int = 2  # upscaling factor: 2 or 4 (two x2 sub-pixel stages)
@@ -68,8 +68,7 @@ class SuperResConfig:
                 f"x{self.scale} super-resolution needs image sides divisible by {self.scale}, got {height}x{width}",
                 "use model.scale=2, or images of another size (data.image_size=... for folder data)",
             )
-        if len(self.data_range) != 2 or not self.data_range[0] < self.data_range[1]:
-            raise GenlabError(f"model.data_range must be (low, high) with low < high, got {self.data_range}")
+        self.check_data_range()
         if self.channels < 1 or self.num_blocks < 0 or self.discriminator_channels < 1:
             raise GenlabError("model.channels and model.discriminator_channels must be >= 1, model.num_blocks >= 0")
         if self.adversarial_weight < 0:
@@ -224,11 +223,8 @@ class SuperResolution(GenerativeModel):
         output = self.forward_residual(low_res).clamp(*self.config.data_range)
         bicubic = bicubic_upscale(low_res, self.config.scale, self.config.data_range)
         peak = self.config.data_range[1] - self.config.data_range[0]
-
-        def mean_psnr(x: torch.Tensor) -> float:
-            return psnr(x, high_res, peak, min_mse=1e-12)
-
-        return {"loss": (output - high_res).abs().mean().item(), "psnr": mean_psnr(output), "psnr_bicubic": mean_psnr(bicubic)}
+        return {"loss": (output - high_res).abs().mean().item(), "psnr": mean_psnr(output, high_res, peak),
+                "psnr_bicubic": mean_psnr(bicubic, high_res, peak)}
 
     # -- previews (no sampling: these families need an input image) -----------------
     @torch.no_grad()

@@ -37,7 +37,7 @@ from torch import nn
 from ..errors import GenlabError
 from ..metrics.likelihood import gaussian_kl_standard_normal
 from ..registry import register_family
-from .base import GenerativeModel, check_sample_count
+from .base import GenerativeModel, ImageConfig, check_sample_count, mlp, randn
 
 ARCHITECTURES = ("mlp", "conv")
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -49,7 +49,7 @@ IWAE_FLOATS_PER_CHUNK = 20_000_000
 
 
 @dataclass
-class VAEConfig:
+class VAEConfig(ImageConfig):
     input_shape: tuple[int, ...] = (1, 28, 28)  # (C, H, W), filled in from the data
     num_classes: int = 10  # filled in from the data; used when conditional
     data_range: tuple[float, ...] = (0.0, 1.0)  # filled in from the data
@@ -74,8 +74,7 @@ class VAEConfig:
             raise GenlabError(
                 f"unknown model.gaussian_scale {self.gaussian_scale!r}", f"use one of {', '.join(GAUSSIAN_SCALES)}"
             )
-        if len(self.data_range) != 2 or not self.data_range[0] < self.data_range[1]:
-            raise GenlabError(f"model.data_range must be (low, high) with low < high, got {self.data_range}")
+        self.check_data_range()
         if self.likelihood == "bernoulli" and tuple(self.data_range) != (0.0, 1.0):
             raise GenlabError(
                 f"a Bernoulli likelihood needs data in [0, 1], but the data range is {tuple(self.data_range)}",
@@ -108,20 +107,10 @@ class VAEConfig:
 # conditional VAE, an empty [B, 0] tensor otherwise, so both cases share one code path.
 
 
-def _mlp(sizes: list[int]) -> nn.Sequential:
-    """Linear layers of the given sizes with ReLU between them (none after the last)."""
-    layers: list[nn.Module] = []
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(n_in, n_out))
-        if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
-
-
 class MLPEncoder(nn.Module):
     def __init__(self, input_shape: tuple[int, ...], hidden: tuple[int, ...], condition_dim: int, latent_dim: int):
         super().__init__()
-        self.net = _mlp([math.prod(input_shape) + condition_dim, *hidden, 2 * latent_dim])
+        self.net = mlp([math.prod(input_shape) + condition_dim, *hidden, 2 * latent_dim])
 
     def forward(self, x: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([x.flatten(1), condition], dim=1))
@@ -131,7 +120,7 @@ class MLPDecoder(nn.Module):
     def __init__(self, input_shape: tuple[int, ...], hidden: tuple[int, ...], condition_dim: int, latent_dim: int):
         super().__init__()
         self.input_shape = tuple(input_shape)
-        self.net = _mlp([latent_dim + condition_dim, *reversed(hidden), math.prod(input_shape)])
+        self.net = mlp([latent_dim + condition_dim, *reversed(hidden), math.prod(input_shape)])
 
     def forward(self, z: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([z, condition], dim=1)).view(-1, *self.input_shape)
@@ -182,12 +171,6 @@ class ConvDecoder(nn.Module):
 NETWORKS = {"mlp": (MLPEncoder, MLPDecoder), "conv": (ConvEncoder, ConvDecoder)}
 
 
-def _randn(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device, dtype=None) -> torch.Tensor:
-    """Standard normal draws from `generator` (on its own device), moved to `device`."""
-    draw_device = generator.device if generator is not None else device
-    return torch.randn(shape, generator=generator, device=draw_device, dtype=dtype).to(device)
-
-
 # ----------------------------------------------------------------------------- the model
 
 
@@ -231,13 +214,15 @@ class VAE(GenerativeModel):
         mu, logvar = self.encoder(x, self._condition(y, x.shape[0], x)).chunk(2, dim=1)
         return mu, logvar
 
-    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """Parameters of p(x | z): per-pixel logits (bernoulli) or means (gaussian)."""
+    def decode_logits(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Parameters of p(x | z), [B, C, H, W]: per-pixel logits (bernoulli) or unclipped means
+        (gaussian); what the likelihood reads."""
         return self.decoder(z, self._condition(y, z.shape[0], z))
 
-    def decoder_mean(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """E[x | z] as an image in the data range."""
-        decoded = self.decode(z, y)
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The "decode" capability: E[x | z] for latents z [B, latent_dim], as images [B, C, H, W]
+        in the data range."""
+        decoded = self.decode_logits(z, y)
         if self.config.likelihood == "bernoulli":
             return torch.sigmoid(decoded)
         # The Gaussian mean is left unconstrained for the likelihood; only images are clipped.
@@ -265,8 +250,8 @@ class VAE(GenerativeModel):
     ) -> dict[str, torch.Tensor]:
         """Per-example ELBO, reconstruction term log p(x | z) and KL, each [B] in nats."""
         mu, logvar = self.encode(x, y)
-        z = mu + torch.exp(0.5 * logvar) * _randn(mu.shape, generator, mu.device, mu.dtype)
-        recon = self.reconstruction_log_likelihood(x, self.decode(z, y))
+        z = mu + torch.exp(0.5 * logvar) * randn(mu.shape, generator, mu.device, mu.dtype)
+        recon = self.reconstruction_log_likelihood(x, self.decode_logits(z, y))
         kl = gaussian_kl_standard_normal(mu.float(), logvar.float())
         return {"elbo": recon - kl, "recon": recon, "kl": kl}
 
@@ -292,10 +277,10 @@ class VAE(GenerativeModel):
         for start in range(0, k, chunk_size):
             samples = min(chunk_size, k - start)
             # One draw per importance sample, in order, so the value does not depend on chunk_size.
-            eps = torch.stack([_randn((batch_size, latent_dim), generator, mu.device) for _ in range(samples)])
+            eps = torch.stack([randn((batch_size, latent_dim), generator, mu.device) for _ in range(samples)])
             z = mu + std * eps  # [samples, B, latent]
             labels = None if y is None else y.repeat(samples)
-            decoded = self.decode(z.flatten(0, 1), labels).view(samples, batch_size, *self.config.input_shape)
+            decoded = self.decode_logits(z.flatten(0, 1), labels).view(samples, batch_size, *self.config.input_shape)
             log_p_x_given_z = self.reconstruction_log_likelihood(x, decoded)
             log_p_z = -0.5 * (z.pow(2) + LOG_2PI).sum(-1)
             log_q_z = -0.5 * (eps.pow(2) + logvar + LOG_2PI).sum(-1)
@@ -337,14 +322,14 @@ class VAE(GenerativeModel):
         """n images [n, C, H, W] in the data range: decoder means of z ~ N(0, I) (no pixel noise)."""
         check_sample_count(n)
         labels = self._labels_for_sampling(n, condition, generator)
-        z = _randn((n, self.config.latent_dim), generator, self.device)
-        return self.decoder_mean(z, labels)
+        z = randn((n, self.config.latent_dim), generator, self.device)
+        return self.decode(z, labels)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Decoder mean of the posterior mean: the VAE's best single reconstruction of x."""
         mu, _ = self.encode(x, y)
-        return self.decoder_mean(mu, y)
+        return self.decode(mu, y)
 
     @torch.no_grad()
     def preview(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:

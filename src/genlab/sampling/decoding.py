@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import GenlabError
+from ..tensors import eval_mode
 
 
 @dataclass
@@ -220,15 +221,11 @@ def generate_tokens(model, prompt: torch.Tensor, config: GenerationConfig | None
     if generator is None:
         generator = torch.Generator(model.device).manual_seed(config.seed)
     next_logits = NextTokenLogits(model, config.use_cache)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for _ in range(config.max_new_tokens):
             tokens = choose_next_tokens(next_logits(sequences), sequences, config, generator)
             sequences = torch.cat([sequences, tokens[:, None]], dim=1)
             yield tokens
-    finally:
-        model.train(was_training)
 
 
 @torch.no_grad()
@@ -245,9 +242,7 @@ def beam_search(model, prompt: torch.Tensor, config: GenerationConfig) -> tuple[
     scores = torch.full((beams,), -math.inf, device=model.device)
     scores[0] = 0.0
     next_logits = NextTokenLogits(model, config.use_cache)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for _ in range(config.max_new_tokens):
             logits = apply_repetition_penalty(suppress(next_logits(sequences).float(), config.suppress_tokens), sequences,
                                               config.repetition_penalty)
@@ -256,7 +251,5 @@ def beam_search(model, prompt: torch.Tensor, config: GenerationConfig) -> tuple[
             parents, tokens = flat // logits.shape[1], flat % logits.shape[1]
             sequences = torch.cat([sequences[parents], tokens[:, None]], dim=1)
             next_logits.select(parents)
-    finally:
-        model.train(was_training)
     n = config.num_return_sequences
     return sequences[:n], scores[:n]

@@ -10,7 +10,7 @@
     augment      conditional                 the same classifier without synthetic data
     compress     encode + decode (VAE)       the PNG file of the same image
 
-Each is a plain function here and a `genlab apply TASK` command (genlab.tasks.cli). Images
+Each is a plain function here; genlab.apps declares its `genlab apply NAME` command and HTTP route. Images
 are [N, C, H, W] tensors in the model's data range; genlab.tasks.images reads and writes
 files of any size and mode.
 """

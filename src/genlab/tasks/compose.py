@@ -10,8 +10,8 @@ Works with both kinds of music model:
         (temperature, top-p, the KV cache) until the piece is `bars` 4/4 bars long; START
         is suppressed so the model does not end the piece early. Events past the last bar
         are dropped and notes still sounding there end at the bar line. A new note still
-        sounding a whole note after it began ends there (MAX_NOTE_QUARTERS): once a note-on has
-        slid out of a GPT's context window the model easily forgets its note-off.
+        sounding a whole note after it began ends there (genlab.models.events.MAX_NOTE_QUARTERS):
+        once a note-on has slid out of a GPT's context window the model easily forgets its note-off.
     piano-roll models (data_kind "pianoroll")   bars * frames_per_bar frames from
         model.sample_piano_roll; each run of frames in which a pitch sounds is one note.
 
@@ -40,21 +40,16 @@ from pathlib import Path
 
 import torch
 
-from ..data.music import EventVocabulary, Piece, midi_bytes, notes_to_piano_roll, piano_roll_to_notes, read_midi
+from ..data.music import Piece, midi_bytes, notes_to_piano_roll, piano_roll_to_notes, read_midi
 from ..errors import GenlabError, warn
 from ..fileio import atomic_write_bytes
+from ..models.events import sample_pieces
 
 DEFAULT_TEMPO = 120.0
-BEATS_PER_BAR = 4  # compositions are in 4/4
 MAX_BARS = 512
 # The prompt stays in the piece (and its WAV), so a tiny MIDI file holding one note for hours
 # must not turn into hours of audio.
 MAX_PROMPT_BARS = 64
-EVENTS_PER_STEP_CAP = 12  # an event model that never moves the time on is stopped after this many per step
-# A new note still sounding a whole note after it began ends there. An event model forgets a
-# note-off easily once the note-on has slid out of its context window, and the note would
-# otherwise hang on to the end of the piece (Magenta's performance models cap notes the same way).
-MAX_NOTE_QUARTERS = 4
 
 
 @dataclass
@@ -117,57 +112,6 @@ def _require_music_model(model) -> None:
         family = getattr(model, "family", type(model).__name__)
         raise GenlabError(f"composing needs a music model; this is a {family} model of {kind} data",
                           "train one first, e.g. `genlab train gpt-chorales` (or lstm-chorales, lstm-jsb)")
-
-
-# ----------------------------------------------------------------------------- event models
-
-
-@torch.no_grad()
-def sample_pieces(model, n: int, *, bars: int, generator: torch.Generator | None = None, temperature: float = 1.0,
-                  top_p: float | None = None, seed: int = 0, prompt: Piece | None = None) -> list[Piece]:
-    """n pieces from an event model: the prompt (if any) then `bars` new 4/4 bars each."""
-    from ..sampling import GenerationConfig, generate_tokens
-
-    vocabulary: EventVocabulary = model.vocabulary
-    steps_per_bar = BEATS_PER_BAR * model.steps_per_quarter
-    if prompt is not None:
-        prompt_tokens = torch.from_numpy(vocabulary.encode(prompt)).long()
-        prompt_steps = prompt.length
-    else:
-        prompt_tokens, prompt_steps = torch.tensor([vocabulary.START]), 0
-    window = model.context_window
-    if window is not None and len(prompt_tokens) > window:
-        bars_in_window = window / max(1.0, len(prompt_tokens) / max(prompt_steps / steps_per_bar, 1e-9))
-        raise GenlabError(
-            f"the prompt is {len(prompt_tokens)} events long ({prompt_steps / steps_per_bar:.1f} bars), longer than the "
-            f"model's context window of {window} events",
-            f"use a shorter prompt (about {max(1, int(bars_in_window))} bars of it fit), or a model with a longer "
-            "context (data.block_size)",
-        )
-    target = prompt_steps + bars * steps_per_bar
-    shift_steps = vocabulary.shift_steps().to(model.device)
-    max_new = (target - prompt_steps) * EVENTS_PER_STEP_CAP + 64
-    # The n rows come from the batch below (generate_tokens draws one token per row), not num_return_sequences.
-    config = GenerationConfig(max_new_tokens=max_new, temperature=float(temperature), top_p=top_p, seed=seed,
-                              suppress_tokens=(vocabulary.START,))
-    batch = prompt_tokens.to(model.device).repeat(n, 1)
-    time = torch.full((n,), prompt_steps, dtype=torch.long, device=model.device)
-    drawn = []
-    steps = generate_tokens(model, batch, config, generator)
-    try:
-        for tokens in steps:
-            drawn.append(tokens)
-            time += shift_steps[tokens]
-            if bool((time >= target).all()):
-                break
-        else:
-            warn(f"the model drew {max_new} events without reaching bar {bars}; the rest of the piece is silent")
-    finally:
-        steps.close()
-    sequences = torch.cat([batch, torch.stack(drawn, 1)], 1).cpu() if drawn else batch.cpu()
-    return [vocabulary.decode(row, model.steps_per_quarter, length=target, quarters_per_bar=BEATS_PER_BAR,
-                              max_note_steps=MAX_NOTE_QUARTERS * model.steps_per_quarter, max_note_from=prompt_steps)
-            for row in sequences]
 
 
 # ----------------------------------------------------------------------------- piano-roll models

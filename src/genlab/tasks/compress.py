@@ -66,7 +66,7 @@ def encode_codes(model, images: torch.Tensor, step: float) -> torch.Tensor:
 def decode_codes(model, codes: torch.Tensor, step: float) -> torch.Tensor:
     """Images [N, C, H, W] in the model's data range from integer codes."""
     _check(model)
-    return torch.cat([model.decoder_mean(part.float().to(model.device) * step).cpu() for part in codes.split(BATCH)])
+    return torch.cat([model.decode(part.float().to(model.device) * step).cpu() for part in codes.split(BATCH)])
 
 
 def fit_entropy_model(model, images: torch.Tensor, step: float) -> EntropyModel:
@@ -124,6 +124,6 @@ def rate_distortion(model, images: torch.Tensor, train_images: torch.Tensor, ste
 def unquantised_psnr(model, images: torch.Tensor) -> float:
     """PSNR of the plain reconstruction (posterior mean, no quantisation): the ceiling for any step."""
     with torch.no_grad():
-        decoded = torch.cat([model.decoder_mean(model.encode(x.to(model.device))[0]).cpu() for x in images.split(BATCH)])
+        decoded = torch.cat([model.decode(model.encode(x.to(model.device))[0]).cpu() for x in images.split(BATCH)])
     low, high = tuple(model.config.data_range)
     return psnr(decoded, images, high - low)

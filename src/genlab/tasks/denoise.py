@@ -18,9 +18,8 @@ import torch
 
 from ..errors import GenlabError
 from ..metrics.image import psnr, ssim
-from ..models.denoiser import add_noise
+from ..models.denoiser import NOISE_KINDS, add_noise
 
-NOISE_KINDS = ("gaussian", "salt-pepper")
 BATCH = 500
 
 

@@ -192,9 +192,15 @@ def dataset_images(model, against: str | None, n: int | None, seed: int = 0, sha
     A seeded random subset when n is smaller than the split."""
     from ..config import from_dict
     from ..data import ImageDataSpec, load_image_data
-    from ..evaluation import parse_against
+    from ..data.splits import parse_against
 
-    config = model.artifact_config if hasattr(model, "artifact_config") else {"data": {"name": "mnist"}}
+    config = model.artifact_config
+    if config is None:  # a model built in Python, not loaded from a directory: it has no data set of its own
+        name, split = parse_against(against, "")
+        if not name:
+            raise GenlabError("this model was not loaded from a model directory, so it has no data set of its own",
+                              "name the data set, e.g. --against mnist:test")
+        config = {"data": {"name": name}}
     name, split = parse_against(against, config["data"]["name"])
     own = {k: v for k, v in config["data"].items() if k not in ("binarize", "only_classes")}
     values = {**own, "name": name, "binarize": "none"}

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import GenlabError
+from ..models.base import randn
 
 METHODS = ("optimize", "resample")
 CHUNK = 256  # images per optimisation batch (times restarts latents)
@@ -63,7 +64,7 @@ def require_latent_generator(model, purpose: str):
     A VAE also has an encoder to start the search from; a GAN's generator has none, so the
     search starts from prior draws."""
     model.require("decode", purpose)
-    return model.decoder_mean, (model.encode if "encode" in model.capabilities else None)
+    return model.decode, (model.encode if "encode" in model.capabilities else None)
 
 
 def _check_inputs(model, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -160,7 +161,7 @@ def _optimize(model, decode, encode, images, missing, steps, restarts, lr, pixel
     labels, restarts = _labels_for_restarts(model, labels, n, restarts)
     labels = None if labels is None else labels.to(images.device)
     known = (~missing).to(images.dtype)
-    noise = torch.randn((restarts, n, latent_dim), generator=generator).to(images.device)
+    noise = randn((restarts, n, latent_dim), generator, images.device)
     with torch.no_grad():
         if encode is not None:
             # Each restart starts at the posterior mean of the mean-filled image (under its own class
@@ -175,7 +176,7 @@ def _optimize(model, decode, encode, images, missing, steps, restarts, lr, pixel
     targets, known_r = images.repeat(restarts, 1, 1, 1), known.repeat(restarts, 1, 1, 1)
     optimizer = torch.optim.Adam([z], lr=lr)
     likelihood = getattr(model.config, "likelihood", None)
-    raw_decode = model.decode if likelihood is not None else decode  # the VAE's likelihood reads logits / means
+    raw_decode = model.decode_logits if likelihood is not None else decode  # the VAE's likelihood reads logits / means
     with torch.enable_grad():
         for _ in range(steps):
             objective = _pixel_nll(model, targets, raw_decode(z, labels), known_r, pixel_sigma) + 0.5 * z.pow(2).sum(1)
@@ -199,7 +200,7 @@ def _resample(model, images, missing, steps, labels, generator):
     x = mean_fill(images, missing)
     for _ in range(steps - 1):
         mu, logvar = model.encode(x, labels)
-        eps = torch.randn(mu.shape, generator=generator).to(mu.device)
-        x = torch.where(missing, model.decoder_mean(mu + torch.exp(0.5 * logvar) * eps, labels), images)
+        eps = randn(mu.shape, generator, mu.device)
+        x = torch.where(missing, model.decode(mu + torch.exp(0.5 * logvar) * eps, labels), images)
     mu, _ = model.encode(x, labels)  # the last step at the posterior mean: the chain's clean estimate
-    return model.decoder_mean(mu, labels)
+    return model.decode(mu, labels)

@@ -61,7 +61,7 @@ def interpolate(model, image_a: torch.Tensor, image_b: torch.Tensor, *, steps: i
     mu, _ = model.encode(torch.cat([image_a, image_b]).to(model.device), labels)
     t = torch.linspace(0.0, 1.0, steps, device=mu.device)
     path = slerp(mu[0], mu[1], t) if method == "slerp" else (1 - t[:, None]) * mu[0] + t[:, None] * mu[1]
-    return model.decoder_mean(path, None if labels is None else labels[:1].expand(steps)).cpu()
+    return model.decode(path, None if labels is None else labels[:1].expand(steps)).cpu()
 
 
 @torch.no_grad()
@@ -93,5 +93,5 @@ def traverse(model, images: torch.Tensor | None = None, *, dims: int = 8, span: 
     for row, dim in enumerate(chosen):
         codes[row, :, dim] = values
     decode_labels = None if labels is None else labels[:1].expand(dims * steps)
-    decoded = model.decoder_mean(codes.reshape(dims * steps, latent_dim), decode_labels)
+    decoded = model.decode(codes.reshape(dims * steps, latent_dim), decode_labels)
     return decoded.reshape(dims, steps, *decoded.shape[1:]).cpu(), chosen

@@ -2,20 +2,20 @@
 
 The Trainer owns everything around a family's `training_step`: devices, seeding, the data
 order, distributed gradient averaging, clipping, EMA, mixed precision, checkpoints and
-resume, evaluation, progress, TensorBoard and divergence checks.
+resume, evaluation, progress and divergence checks. Side work (previews, TensorBoard,
+class shares, early stopping) lives in callbacks (genlab.training.callbacks).
 
 Determinism. Every source of randomness is a pure function of (seed, step, rank): the
 data order of an epoch is a permutation seeded by (seed, epoch); before each step the
 global torch RNG (the model's noise) and a separate data generator (e.g. dynamic
 binarisation) are re-seeded from (seed, step, rank). So resuming from the checkpoint at
 step k replays steps k, k+1, ... exactly as the uninterrupted run did, bit for bit on CPU,
-without having to capture RNG states.
+without having to capture RNG states. Callback state (early stopping) is in the checkpoint too.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import math
 import signal
@@ -24,29 +24,21 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 from ..config import TrainConfig
-from ..errors import GenlabError
-from ..imageio import display_scale, make_grid, save_bar_chart, save_grid
-from ..fileio import atomic_write_text
+from ..errors import DivergenceError, GenlabError
+from .callbacks import Callback, EarlyStopping, Previews, TensorBoard
 from .checkpoint import load_checkpoint, save_checkpoint
-from .distributed import (
-    DistInfo,
-    all_reduce_sum_,
-    broadcast_parameters,
-    init_distributed,
-    ranks_in_sync,
-    resolve_device,
-)
+from .distributed import DistInfo, all_reduce_sum_, broadcast_parameters, init_distributed, ranks_in_sync, resolve_device
 from .ema import EMA
-from ..errors import DivergenceError
 from .optim import ManagedOptimizer
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
-CLASS_MONITOR_SAMPLES = 1000  # samples classified at each preview to show mode collapse
+# Without an explicit eval_every / samples_every: about this many evaluations per run, but at
+# most one per epoch (a short epoch would otherwise print a line every few steps).
+EVALUATIONS_PER_RUN = 20
 
 # Distinct streams so the model's noise, the data's noise and the data order never share a seed.
 _STREAM_MODEL, _STREAM_DATA, _STREAM_ORDER, _STREAM_EVAL = 0, 1, 2, 3
@@ -64,15 +56,19 @@ def derived_seed(seed: int, stream: int, *keys: int) -> int:
 @dataclass
 class TrainResult:
     steps: int
-    status: str  # finished | interrupted (checkpoint saved) | aborted (last checkpoint kept)
-    val_metrics: dict = field(default_factory=dict)
+    # finished | early_stopped (a callback stopped it; the model is complete) |
+    # interrupted (checkpoint saved) | aborted (last checkpoint kept)
+    status: str
+    val_metrics: dict = field(default_factory=dict)  # the last evaluation's; with keep_best, the best one's
     wall_time_s: float = 0.0
     train_time_s: float = 0.0  # time inside training steps only (no eval, no checkpoints)
     examples_per_s: float = 0.0  # training throughput over all ranks
+    best_step: int | None = None  # with early stopping / keep_best: the step of the best evaluation
+    best_metric: float | None = None  # ... and its value of cfg.monitor
 
 
 class Trainer:
-    def __init__(self, model, data, cfg: TrainConfig, run_dir: str | Path, *, log=None):
+    def __init__(self, model, data, cfg: TrainConfig, run_dir: str | Path, *, log=None, callbacks=()):
         self.cfg = cfg
         self.data = data
         self.run_dir = Path(run_dir)
@@ -89,26 +85,45 @@ class Trainer:
             for group in managed.optimizer.param_groups:  # the schedule scales each group's own lr
                 group.setdefault("initial_lr", group["lr"])
         self.ema = EMA(model, model.ema_parameter_names(), cfg.ema_decay) if cfg.ema_decay else None
-        n_train = data.num_examples("train")
-        self.steps_per_epoch = (n_train // self.dist.world_size) // cfg.batch_size
-        if self.steps_per_epoch == 0:
+        self.steps_per_epoch = self._steps_per_epoch()
+        self.total_steps = self._total_steps()
+        cadence = max(self.steps_per_epoch, math.ceil(self.total_steps / EVALUATIONS_PER_RUN))
+        self.eval_every = cfg.eval_every or cadence
+        self.samples_every = cfg.samples_every or cadence
+        self.callbacks: list[Callback] = [*self._default_callbacks(), *callbacks]
+        self.step = 0
+        self.early_stopped = False
+        self._stop_requested = False
+
+    def _steps_per_epoch(self) -> int:
+        n_train = self.data.num_examples("train")
+        steps = (n_train // self.dist.world_size) // self.cfg.batch_size
+        if steps == 0:
             raise GenlabError(
-                f"batch_size={cfg.batch_size} is larger than the training split ({n_train} examples"
+                f"batch_size={self.cfg.batch_size} is larger than the training split ({n_train} examples"
                 + (f" over {self.dist.world_size} ranks" if self.dist.enabled else "")
                 + ")",
                 f"use batch_size={max(1, n_train // self.dist.world_size)} or smaller",
             )
-        if cfg.steps is not None:
-            self.total_steps = cfg.steps
-        elif cfg.epochs is not None:
-            self.total_steps = cfg.epochs * self.steps_per_epoch
-        else:
+        return steps
+
+    def _total_steps(self) -> int:
+        cfg = self.cfg
+        if cfg.steps is None and cfg.epochs is None:
             raise GenlabError("set either epochs= or steps=")
-        if self.total_steps <= 0:
-            raise GenlabError(f"nothing to train: {self.total_steps} steps", "use epochs>=1 or steps>=1")
-        self.step = 0
-        self._stop_requested = False
-        self._writer = None
+        total = cfg.steps if cfg.steps is not None else cfg.epochs * self.steps_per_epoch
+        if total <= 0:
+            raise GenlabError(f"nothing to train: {total} steps", "use epochs>=1 or steps>=1")
+        return total
+
+    def _default_callbacks(self) -> list[Callback]:
+        cfg = self.cfg
+        defaults: list[Callback] = [Previews()]
+        if cfg.tensorboard:
+            defaults.append(TensorBoard())
+        if cfg.early_stopping_patience is not None or cfg.keep_best:
+            defaults.append(EarlyStopping(cfg.monitor, cfg.monitor_mode, cfg.early_stopping_patience, cfg.keep_best))
+        return defaults
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -154,15 +169,25 @@ class Trainer:
     def _to_device(self, batch: dict) -> dict:
         return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
-    def _ema_weights(self):
+    def ema_weights(self):
+        """Context: the EMA weights in the model (the exported and evaluated ones); a no-op without EMA."""
         return self.ema.swapped_in() if self.ema is not None else contextlib.nullcontext()
 
-    def _writer_or_none(self):
-        if self._writer is None and self.cfg.tensorboard and self.dist.is_main:
-            from torch.utils.tensorboard import SummaryWriter
+    @contextlib.contextmanager
+    def evaluation_weights(self):
+        """Context: eval mode and the EMA weights, back to training mode and weights after."""
+        self.model.eval()
+        try:
+            with self.ema_weights():
+                yield
+        finally:
+            self.model.train()
 
-            self._writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.step or None)
-        return self._writer
+    def preview_batch(self) -> dict:
+        """The same first validation examples at every preview, so previews compare across steps."""
+        idx = torch.arange(min(32, self.data.num_examples("val")))
+        gen = torch.Generator().manual_seed(derived_seed(self.cfg.seed, _STREAM_EVAL, 10**6))
+        return self._to_device(self.data.batch("val", idx, gen))
 
     def _request_stop(self, signum, frame):
         if self._stop_requested:  # second Ctrl-C: leave now, keeping the last checkpoint
@@ -187,14 +212,11 @@ class Trainer:
                 f"the last good checkpoint {self.checkpoint_path} is kept",
                 "lower the learning rate (lr=...) or enable clipping (grad_clip=1.0)",
             )
-        meta = {"step": self.step, "world_size": self.dist.world_size, "seed": self.cfg.seed}
-        save_checkpoint(
-            self.checkpoint_path,
-            self.model,
-            {n: m.optimizer for n, m in self.optimizers.items()},
-            self.ema.state_dict() if self.ema else None,
-            meta,
-        )
+        states = {type(cb).__name__: cb.state_dict() for cb in self.callbacks if cb.state_dict() is not None}
+        meta = {"step": self.step, "world_size": self.dist.world_size, "seed": self.cfg.seed,
+                "early_stopped": self.early_stopped, "callbacks": states}
+        optimizers = {n: m.optimizer for n, m in self.optimizers.items()}
+        save_checkpoint(self.checkpoint_path, self.model, optimizers, self.ema.state_dict() if self.ema else None, meta)
 
     def load_checkpoint(self) -> None:
         if not self.checkpoint_path.is_file():
@@ -210,16 +232,27 @@ class Trainer:
                 "the data order changes, so the result will not match an uninterrupted run exactly"
             )
         self.step = int(meta["step"])
+        self.early_stopped = bool(meta.get("early_stopped", False))
+        states = meta.get("callbacks", {})
+        for cb in self.callbacks:  # a callback new to this run (none saved) starts fresh
+            if type(cb).__name__ in states:
+                cb.load_state_dict(states[type(cb).__name__])
+        if self.dist.is_main:
+            self._forget_history_after(self.step)
+
+    def _forget_history_after(self, step: int) -> None:
+        """Drop evaluations after `step` from history.jsonl: the resumed run redoes them."""
         history = self.run_dir / "history.jsonl"
-        if self.dist.is_main and history.is_file():  # forget evaluations the resumed run will redo
-            kept = []
-            for line in history.read_text().splitlines():
-                try:
-                    if json.loads(line)["step"] <= self.step:
-                        kept.append(line)
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    pass  # a line cut short by a kill
-            history.write_text("".join(line + "\n" for line in kept))
+        if not history.is_file():
+            return
+        kept = []
+        for line in history.read_text().splitlines():
+            try:
+                if json.loads(line)["step"] <= step:
+                    kept.append(line)
+            except (json.JSONDecodeError, KeyError, TypeError):
+                pass  # a line cut short by a kill
+        history.write_text("".join(line + "\n" for line in kept))
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -231,210 +264,126 @@ class Trainer:
         batches = [indices[i : i + b] for i in range(0, len(indices), b)][:max_batches]
         sums: dict[str, float] = {}
         count = 0
-        self.model.eval()
-        try:
-            with self._ema_weights(), self._autocast():
-                for j, idx in enumerate(batches):
-                    torch.manual_seed(derived_seed(self.cfg.seed, _STREAM_EVAL, j, self.dist.rank))
-                    gen = torch.Generator().manual_seed(derived_seed(self.cfg.seed, _STREAM_EVAL, j, self.dist.rank, 1))
-                    out = self.model.validation_step(self._to_device(self.data.batch(split, idx, gen)))
-                    for k, v in out.items():
-                        sums[k] = sums.get(k, 0.0) + float(v) * len(idx)
-                    count += len(idx)
-        finally:
-            self.model.train()
+        with self.evaluation_weights(), self._autocast():
+            for j, idx in enumerate(batches):
+                torch.manual_seed(derived_seed(self.cfg.seed, _STREAM_EVAL, j, self.dist.rank))
+                gen = torch.Generator().manual_seed(derived_seed(self.cfg.seed, _STREAM_EVAL, j, self.dist.rank, 1))
+                out = self.model.validation_step(self._to_device(self.data.batch(split, idx, gen)))
+                for k, v in out.items():
+                    sums[k] = sums.get(k, 0.0) + float(v) * len(idx)
+                count += len(idx)
         keys = sorted(sums)
         totals = torch.tensor([sums[k] for k in keys] + [float(count)], dtype=torch.float64, device=self.device)
         totals = all_reduce_sum_(totals, self.dist)
         return self.model.summarize_validation({k: (totals[i] / totals[-1]).item() for i, k in enumerate(keys)})
 
-    @torch.no_grad()
     def write_previews(self, directory: Path | None = None, tag_step: bool = True) -> dict[str, Path]:
-        """The family's `preview`: image batches as PNG grids, texts as .txt files; both in TensorBoard."""
+        """Every callback's previews (the family's grids and texts, class shares, ...): name -> path."""
         if not self.dist.is_main:
             return {}
-        directory = directory or self.run_dir / "samples"
-        idx = torch.arange(min(32, self.data.num_examples("val")))
-        gen = torch.Generator().manual_seed(derived_seed(self.cfg.seed, _STREAM_EVAL, 10**6))
-        batch = self._to_device(self.data.batch("val", idx, gen))
-        self.model.eval()
-        try:
-            with self._ema_weights():
-                previews = self.model.preview(batch, torch.Generator(self.device).manual_seed(self.cfg.seed))
-        finally:
-            self.model.train()
         written = {}
-        for name, preview in previews.items():
-            suffix = f"_step{self.step:07d}" if tag_step else ""
-            writer = self._writer_or_none()
-            if isinstance(preview, str):  # generated text (the autoregressive families)
-                written[name] = directory / f"{name}{suffix}.txt"
-                atomic_write_text(written[name], preview)
-                if writer is not None:  # TensorBoard renders markdown: a code block keeps line breaks
-                    writer.add_text(f"preview/{name}", "```\n" + preview + "\n```", self.step)
-                continue
-            value_range = self.data.value_range
-            scale = display_scale(preview.shape[-2])
-            written[name] = save_grid(directory / f"{name}{suffix}.png", preview, value_range, nrow=8, scale=scale)
-            if writer is not None:
-                writer.add_image(f"preview/{name}", make_grid(preview, value_range, nrow=8), self.step, dataformats="HWC")
-        if "sample" in self.model.capabilities:
-            path = self._write_class_shares(directory, f"_step{self.step:07d}" if tag_step else "")
-            if path is not None:
-                written["class_histogram"] = path
+        for cb in self.callbacks:
+            written.update(cb.on_previews(self, directory or self.run_dir / "samples", tag_step))
         return written
-
-    @functools.cached_property
-    def _class_monitor(self):
-        """The shipped classifier for the data set (None without one), loaded at first use."""
-        from ..metrics.features import classifier_for_dataset
-
-        dataset = getattr(getattr(self.data, "spec", None), "name", None)
-        return classifier_for_dataset(dataset) if dataset else None
-
-    @torch.no_grad()
-    def _write_class_shares(self, directory: Path, suffix: str) -> Path | None:
-        """Shares of each class among samples, as the shipped classifier for the data set sees them.
-
-        Mode collapse shows here first: a GAN that draws only a few digits still makes sharp
-        sample grids. Written as a bar chart PNG, TensorBoard scalars and a log line; skipped
-        for data sets without a shipped classifier."""
-        from ..metrics.image import class_histogram
-
-        classifier = self._class_monitor
-        if classifier is None:
-            return None
-        low, high = self.data.value_range
-        self.model.eval()
-        try:
-            with self._ema_weights():
-                generator = torch.Generator(self.device).manual_seed(self.cfg.seed)
-                images = self.model.sample(CLASS_MONITOR_SAMPLES, generator=generator)
-        finally:
-            self.model.train()
-        unit = ((images.float().cpu() - low) / (high - low)).clamp(0.0, 1.0)
-        probabilities = classifier.probabilities(unit)
-        predicted = probabilities.argmax(1)
-        shares = class_histogram(predicted, probabilities.shape[1])
-        labels = [str(k) for k in range(len(shares))]
-        even = 1.0 / len(shares)
-        path = save_bar_chart(directory / f"class_histogram{suffix}.png", shares, labels,
-                              f"classes of {CLASS_MONITOR_SAMPLES} samples, step {self.step}", reference=even)
-        writer = self._writer_or_none()
-        if writer is not None:
-            writer.add_scalar("samples/class_share_min", float(shares.min()), self.step)
-            writer.add_scalar("samples/class_share_max", float(shares.max()), self.step)
-            writer.add_histogram("samples/predicted_class", predicted, self.step, bins=np.arange(len(shares) + 1) - 0.5)
-        if suffix:  # during training; the final copy into the model directory repeats the last one
-            self.log(f"step {self.step}: class shares of samples {min(shares):.1%}..{max(shares):.1%} "
-                     f"(even: {even:.1%}; far apart means mode collapse)")
-        return path
 
     # ------------------------------------------------------------------ the loop
     def fit(self, resume: bool = False) -> TrainResult:
-        cfg = self.cfg
         if resume:
             self.load_checkpoint()
-            if self.step >= self.total_steps:
+            if self.early_stopped:
+                self.log(f"the run stopped early at step {self.step}; nothing left to do")
+            elif self.step >= self.total_steps:
                 self.log(f"checkpoint is at step {self.step}; nothing left to do (raise epochs= or steps= to train longer)")
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        previous_handlers = {}
-        with contextlib.suppress(ValueError):  # only the main thread may install handlers
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                previous_handlers[sig] = signal.signal(sig, self._request_stop)
-        bar = tqdm(
-            total=self.total_steps,
-            initial=self.step,
-            disable=not (cfg.progress and self.dist.is_main),
-            unit="step",
-            dynamic_ncols=True,
-            file=sys.stderr,
-            mininterval=0.5,
-        )
-        status = "finished"
-        val_metrics: dict[str, float] = {}
+        for cb in self.callbacks:
+            cb.on_fit_start(self)
         start = time.perf_counter()
-        train_time = 0.0
-        steps_run = 0
-        examples_per_step = cfg.batch_size * self.dist.world_size
-        eval_every = cfg.eval_every or self.steps_per_epoch
-        samples_every = cfg.samples_every or self.steps_per_epoch
-        self.model.train()
-        try:
-            while self.step < self.total_steps:
-                if self._stop_agreed():
-                    status = "interrupted"
-                    break
-                t0 = time.perf_counter()
-                torch.manual_seed(derived_seed(cfg.seed, _STREAM_MODEL, self.step, self.dist.rank))
-                data_gen = torch.Generator().manual_seed(derived_seed(cfg.seed, _STREAM_DATA, self.step, self.dist.rank))
-                batch = self._to_device(self.data.batch("train", self._train_indices(self.step), data_gen))
-                self._set_learning_rates(self.step)
-                try:
-                    with self._autocast():
-                        logs = self.model.training_step(batch, self.step, self.optimizers)
-                except DivergenceError as e:
-                    where = f"at step {self.step}"
-                    kept = (
-                        f"the last good checkpoint {self.checkpoint_path} is intact; resume from it with --resume after changing settings"
-                        if self.checkpoint_path.is_file()
-                        else "no checkpoint was written yet"
-                    )
-                    raise DivergenceError(f"{e.message} {where}; {kept}", e.hint) from None
-                if self.ema is not None:
-                    self.ema.update(self.step)
-                self.step += 1
-                steps_run += 1
-                train_time += time.perf_counter() - t0
-                bar.update(1)
-                if self.dist.is_main:
-                    if steps_run % 10 == 0 or self.step == self.total_steps:
-                        rate = steps_run * examples_per_step / max(train_time, 1e-9)
-                        bar.set_postfix({**{k: f"{v:.4g}" for k, v in logs.items() if k == "loss"}, "ex/s": f"{rate:.0f}"}, refresh=False)
-                    writer = self._writer_or_none()
-                    if writer is not None and self.step % cfg.log_every == 0:
-                        for k, v in logs.items():
-                            writer.add_scalar(f"train/{k}", v, self.step)
-                end_of_epoch = self.step % self.steps_per_epoch == 0
-                out_of_time = self._over_time_budget(start)
-                if out_of_time:
-                    self.log(f"time budget of {cfg.time_budget_s:.0f} s reached at step {self.step}; finishing")
-                last = self.step == self.total_steps or out_of_time
-                if self.step % eval_every == 0 or last:
-                    val_metrics = self.evaluate("val", cfg.eval_batches)
-                    self._report(val_metrics, logs)
-                if self.dist.is_main and (self.step % samples_every == 0 or last):
-                    self.write_previews()
-                if self.step % cfg.checkpoint_every == 0 or end_of_epoch or last:
-                    self.save_checkpoint()
-                if out_of_time:
-                    break
-        except KeyboardInterrupt:
-            # A second Ctrl-C may land mid-step: the weights in memory are then half-updated,
-            # so keep the last checkpoint rather than saving them.
-            status = "aborted"
-        finally:
-            bar.close()
-            for sig, handler in previous_handlers.items():
-                signal.signal(sig, handler)
+        self._train_time, self._steps_run, self._last_val_metrics = 0.0, 0, {}
+        with self._stop_on_signals(), self._progress_bar() as bar:
+            try:
+                status = self._loop(bar, start)
+            except KeyboardInterrupt:
+                # A second Ctrl-C may land mid-step: the weights in memory are then half-updated,
+                # so keep the last checkpoint rather than saving them.
+                status = "aborted"
         if status == "interrupted":
             self.save_checkpoint()
-        if self.dist.enabled:
-            if not ranks_in_sync(self.model, self.dist):
-                raise GenlabError("distributed ranks ended with different weights", "this is a bug in genlab; please report it")
-            if self.dist.is_main:
-                self.log(f"weights identical on all {self.dist.world_size} ranks")
-        if self._writer is not None:
-            self._writer.flush()
-        wall = time.perf_counter() - start
-        return TrainResult(
-            steps=self.step,
-            status=status,
-            val_metrics=val_metrics,
-            wall_time_s=wall,
-            train_time_s=train_time,
-            examples_per_s=steps_run * examples_per_step / train_time if train_time > 0 else 0.0,
-        )
+        self._check_ranks_in_sync()
+        result = TrainResult(steps=self.step, status=status, val_metrics=self._last_val_metrics,
+                             wall_time_s=time.perf_counter() - start, train_time_s=self._train_time,
+                             examples_per_s=self._steps_run * self._examples_per_step / max(self._train_time, 1e-9))
+        for cb in self.callbacks:
+            cb.on_fit_end(self, result)
+        return result
+
+    def _loop(self, bar, start: float) -> str:
+        """Train until the end, a stop request or a callback's stop; returns the status."""
+        while self.step < self.total_steps and not self.early_stopped:
+            if self._stop_agreed():
+                return "interrupted"
+            logs = self._train_step()
+            self._show_progress(bar, logs)
+            for cb in self.callbacks:
+                cb.on_train_step(self, logs)
+            out_of_time = self._over_time_budget(start)
+            if out_of_time:
+                self.log(f"time budget of {self.cfg.time_budget_s:.0f} s reached at step {self.step}; finishing")
+            last = self.step == self.total_steps or out_of_time
+            if self.step % self.eval_every == 0 or last:
+                self._evaluate_and_report(logs)  # may set early_stopped
+            if self.step % self.samples_every == 0 or last or self.early_stopped:
+                self.write_previews()
+            if self.step % self.cfg.checkpoint_every == 0 or self.step % self.steps_per_epoch == 0 or last or self.early_stopped:
+                self.save_checkpoint()
+            if out_of_time:
+                break
+        return "early_stopped" if self.early_stopped else "finished"
+
+    def _train_step(self) -> dict[str, float]:
+        t0 = time.perf_counter()
+        cfg = self.cfg
+        torch.manual_seed(derived_seed(cfg.seed, _STREAM_MODEL, self.step, self.dist.rank))
+        data_gen = torch.Generator().manual_seed(derived_seed(cfg.seed, _STREAM_DATA, self.step, self.dist.rank))
+        batch = self._to_device(self.data.batch("train", self._train_indices(self.step), data_gen))
+        self._set_learning_rates(self.step)
+        try:
+            with self._autocast():
+                logs = self.model.training_step(batch, self.step, self.optimizers)
+        except DivergenceError as e:
+            kept = (f"the last good checkpoint {self.checkpoint_path} is intact; resume from it with --resume after changing settings"
+                    if self.checkpoint_path.is_file() else "no checkpoint was written yet")
+            raise DivergenceError(f"{e.message} at step {self.step}; {kept}", e.hint) from None
+        if self.ema is not None:
+            self.ema.update(self.step)
+        self.step += 1
+        self._steps_run += 1
+        self._train_time += time.perf_counter() - t0
+        return logs
+
+    @property
+    def _examples_per_step(self) -> int:
+        return self.cfg.batch_size * self.dist.world_size
+
+    def _show_progress(self, bar, logs: dict) -> None:
+        bar.update(1)
+        if self.dist.is_main and (self._steps_run % 10 == 0 or self.step == self.total_steps):
+            rate = self._steps_run * self._examples_per_step / max(self._train_time, 1e-9)
+            bar.set_postfix({**{k: f"{v:.4g}" for k, v in logs.items() if k == "loss"}, "ex/s": f"{rate:.0f}"}, refresh=False)
+
+    def _evaluate_and_report(self, logs: dict) -> None:
+        """Validate, write one log line and one history.jsonl line, and let callbacks see it."""
+        val_metrics = self._last_val_metrics = self.evaluate("val", self.cfg.eval_batches)
+        if self.dist.is_main:
+            epoch = self.step / self.steps_per_epoch
+            train_part = "  ".join(f"{k} {v:.4g}" for k, v in logs.items())
+            val_part = "  ".join(f"{k} {v:.4g}" for k, v in val_metrics.items())
+            self.log(f"step {self.step}/{self.total_steps} (epoch {epoch:.2f})  train: {train_part}  |  val: {val_part}")
+            with open(self.run_dir / "history.jsonl", "a") as f:
+                f.write(json.dumps({"step": self.step, "epoch": epoch, "train": logs, "val": val_metrics}) + "\n")
+        # Every callback sees every evaluation (no short-circuit); the metrics, hence the
+        # decision, are the same on every rank.
+        stops = [cb.on_evaluation(self, val_metrics) for cb in self.callbacks]
+        self.early_stopped = any(stops)
 
     def _over_time_budget(self, start: float) -> bool:
         if self.cfg.time_budget_s is None:
@@ -442,21 +391,36 @@ class Trainer:
         over = torch.tensor([1.0 if time.perf_counter() - start > self.cfg.time_budget_s else 0.0], device=self.device)
         return all_reduce_sum_(over, self.dist).item() > 0  # any rank over budget stops them all
 
-    def _report(self, val_metrics: dict, logs: dict) -> None:
-        if not self.dist.is_main:
+    @contextlib.contextmanager
+    def _stop_on_signals(self):
+        """Ctrl-C / SIGTERM ask for a clean stop at the end of the step (see _request_stop)."""
+        previous = {}
+        with contextlib.suppress(ValueError):  # only the main thread may install handlers
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, self._request_stop)
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    @contextlib.contextmanager
+    def _progress_bar(self):
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not (self.cfg.progress and self.dist.is_main),
+                   unit="step", dynamic_ncols=True, file=sys.stderr, mininterval=0.5)
+        try:
+            yield bar
+        finally:
+            bar.close()
+
+    def _check_ranks_in_sync(self) -> None:
+        if not self.dist.enabled:
             return
-        epoch = self.step / self.steps_per_epoch
-        train_part = "  ".join(f"{k} {v:.4g}" for k, v in logs.items())
-        val_part = "  ".join(f"{k} {v:.4g}" for k, v in val_metrics.items())
-        self.log(f"step {self.step}/{self.total_steps} (epoch {epoch:.2f})  train: {train_part}  |  val: {val_part}")
-        writer = self._writer_or_none()
-        if writer is not None:
-            for k, v in val_metrics.items():
-                writer.add_scalar(f"val/{k}", v, self.step)
-        with open(self.run_dir / "history.jsonl", "a") as f:
-            f.write(json.dumps({"step": self.step, "epoch": epoch, "train": logs, "val": val_metrics}) + "\n")
+        if not ranks_in_sync(self.model, self.dist):
+            raise GenlabError("distributed ranks ended with different weights", "this is a bug in genlab; please report it")
+        if self.dist.is_main:
+            self.log(f"weights identical on all {self.dist.world_size} ranks")
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        for cb in self.callbacks:
+            cb.close()

@@ -509,6 +509,127 @@ async function compose() {
   return "composed";
 }
 
+// ----------------------------------------------------------------------------- applications
+
+// The hand-written panels, by the endpoint their model select serves: an application whose route
+// has one links there; the others get a generic form.
+function panelFor(endpoint) {
+  const select = document.querySelector(`section:not(#tab-apply) select[data-endpoint="${endpoint}"]`);
+  return select ? select.closest("section").id.replace(/^tab-/, "") : null;
+}
+
+let openapi = null;
+
+async function loadApplications() {
+  showError("apply-error", null);
+  try {
+    const listing = await getJSON("/v1/applications");
+    const items = listing.data.filter((app) => app.studio && app.endpoint).map((app) => {
+      const item = document.createElement("li");
+      item.dataset.application = app.name;
+      const button = document.createElement("button");
+      button.type = "button";
+      button.textContent = app.name;
+      const panel = panelFor(app.endpoint);
+      button.addEventListener("click", () => (panel ? showTab(panel) : showApplication(app)));
+      item.append(button, ` ${app.summary}${panel ? ` (on the ${panel} tab)` : ""}`);
+      return item;
+    });
+    $("applications-list").replaceChildren(...items);
+  } catch (e) {
+    showError("apply-error", e);
+  }
+}
+
+function resolveSchema(schema) {
+  while (schema && schema.$ref) schema = openapi.components.schemas[schema.$ref.split("/").pop()];
+  if (schema && schema.allOf) {  // a form model plus the file fields
+    const parts = schema.allOf.map(resolveSchema);
+    return { properties: Object.assign({}, ...parts.map((p) => p.properties ?? {}), schema.properties ?? {}),
+             required: [...parts.flatMap((p) => p.required ?? []), ...(schema.required ?? [])] };
+  }
+  return schema ?? {};
+}
+
+function fieldInput(name, schema, required) {
+  const options = schema.anyOf ? schema.anyOf.filter((o) => o.type !== "null") : [schema];
+  const type = options[0] ?? {};
+  const isFile = (s) => s.contentMediaType || s.format === "binary" || (s.items && isFile(s.items));
+  let input;
+  if (name === "model") {
+    input = document.createElement("select");
+    input.dataset.endpoint = $("apply-panel").dataset.endpoint;
+  } else if (isFile(type)) {
+    input = document.createElement("input");
+    input.type = "file";
+    input.multiple = type.type === "array";
+  } else if (type.enum) {
+    input = document.createElement("select");
+    input.replaceChildren(...type.enum.map((v) => new Option(v, v)));
+    if (schema.default !== undefined) input.value = schema.default;
+  } else {
+    input = document.createElement("input");
+    input.type = type.type === "integer" || type.type === "number" ? "number" : "text";
+    if (type.minimum !== undefined) input.min = type.minimum;
+    if (type.maximum !== undefined) input.max = type.maximum;
+    if (type.type === "number") input.step = "any";
+    if (schema.default !== undefined && schema.default !== null) input.value = schema.default;
+    if (!required) input.placeholder = "optional";
+  }
+  input.name = name;
+  input.title = schema.description ?? "";
+  const label = document.createElement("label");
+  label.append(`${name} `, input);
+  return label;
+}
+
+async function showApplication(app) {
+  openapi = openapi ?? await getJSON("/openapi.json");
+  const body = openapi.paths[app.endpoint].post.requestBody.content;
+  const schema = resolveSchema((body["multipart/form-data"] ?? body["application/json"]).schema);
+  $("apply-panel").dataset.endpoint = app.endpoint;
+  $("apply-panel").dataset.body = app.body;
+  $("apply-title").textContent = app.name;
+  $("apply-summary").textContent = `${app.summary} — POST ${app.endpoint}`;
+  const required = new Set(schema.required ?? []);
+  $("apply-form").replaceChildren(...Object.entries(schema.properties ?? {}).map(
+    ([name, field]) => fieldInput(name, field, required.has(name))));
+  fillModelSelects();
+  $("apply-images").replaceChildren();
+  $("apply-result").hidden = true;
+  $("apply-panel").hidden = false;
+}
+
+async function runApplication() {
+  const panel = $("apply-panel");
+  const form = new FormData();
+  const payload = {};
+  for (const input of $("apply-form").querySelectorAll("[name]")) {
+    if (input.type === "file") {
+      for (const file of input.files) form.append(input.name, file);
+    } else if (input.value !== "") {
+      form.append(input.name, input.value);
+      payload[input.name] = input.type === "number" ? Number(input.value) : input.value;
+    }
+  }
+  const response = panel.dataset.body === "json"
+    ? await postJSON(panel.dataset.endpoint, payload)
+    : await request(panel.dataset.endpoint, { method: "POST", body: form });
+  const type = response.headers.get("Content-Type") ?? "";
+  const images = [];
+  if (type.startsWith("image/")) {
+    images.push(setObjectUrl("apply-image", await response.blob()));
+    $("apply-result").hidden = true;
+  } else {
+    const result = await response.json();
+    for (const item of result.data ?? []) if (item.b64_json) images.push(`data:image/png;base64,${item.b64_json}`);
+    $("apply-result").textContent = JSON.stringify(result, (k, v) => (k === "b64_json" ? "(image below)" : v), 2);
+    $("apply-result").hidden = false;
+  }
+  $("apply-images").replaceChildren(...images.map((src) => Object.assign(new Image(), { src, className: "pixelated" })));
+  return "done";
+}
+
 // ----------------------------------------------------------------------------- wiring
 
 function onSubmit(formId, buttonId, statusId, errorId, work) {
@@ -532,7 +653,7 @@ document.addEventListener("DOMContentLoaded", () => {
     button.addEventListener("click", () => showTab(button.dataset.tab));
   }
   const fromHash = location.hash.slice(1);
-  showTab(["images", "text", "music", "models"].includes(fromHash) ? fromHash : "images");
+  showTab(["images", "text", "music", "apply", "models"].includes(fromHash) ? fromHash : "images");
 
   onSubmit("generate-form", "generate-button", "generate-status", "generate-error", generateImages);
   onSubmit("text-form", "text-button", "text-status", "text-error", completeText);
@@ -566,6 +687,9 @@ document.addEventListener("DOMContentLoaded", () => {
     drawMask();
   });
 
+  $("apply-button").addEventListener("click", () => busy($("apply-button"), "apply-status", "apply-run-error", runApplication));
+
   checkServer();
   loadModels();
+  loadApplications();
 });

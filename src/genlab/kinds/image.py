@@ -1,0 +1,68 @@
+"""The image data kind: in-memory uint8 image sets (genlab.data), evaluated by likelihood and
+sample quality (genlab.evaluation), sampled into PNG grids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..data import ImageDataSpec, load_image_data
+from ..data.images import DATASETS, dataset_status
+from ..evaluation import evaluate_images
+from ..imageio import display_scale, save_grid
+from ..registry import Catalogue, DataKind, register_data_kind
+
+
+def report(result: dict) -> list[str]:
+    lines = []
+    if "likelihood" in result:
+        lik = result["likelihood"]
+        lines.append(f"likelihood on {result['data']} (n={lik['n']}, IWAE k={lik['iwae_k']}, seed {result['seed']}; "
+                     "nats per image)")
+        lines += [f"  {key:<28}{lik[key]:>12.4f}" for key in ("elbo", "iwae_nll", "iwae_bits_per_dim", "recon_mse")]
+    if "samples" in result:
+        sq = result["samples"]
+        accuracy = f", test accuracy {sq['feature_test_accuracy']:.2%}" if sq["feature_test_accuracy"] else ""
+        lines.append(f"sample quality vs {result['data']} (n={sq['n']}, seed {result['seed']}; features "
+                     f"{sq['feature_space']} sha256 {sq['feature_weights_sha256'][:12]}{accuracy})")
+        lines.append(f"  {'metric':<36}{'model':>12}{'floor':>12}")
+        lines += [f"  {key:<36}{value:>12.4f}{sq['floor'][key]:>12.4f}" for key, value in sq["metrics"].items()]
+        lines.append(f"  floor: {sq['floor_definition']}")
+    return lines
+
+
+def sample(model, options: dict) -> None:
+    from ..api import sample as draw
+
+    n = options["n"] or 64
+    images = draw(model, n, seed=options["seed"], condition=options["label"])
+    path = save_grid(options["output"] or "samples.png", images, model.data_range, scale=display_scale(images.shape[-2]))
+    print(f"wrote {n} samples to {path}")
+
+
+def next_steps(run_dir: Path) -> str:
+    from ..artifact import read_config
+    from ..registry import get_family
+
+    config = read_config(run_dir)
+    capabilities = get_family(config["family"]).capabilities
+    data = config["data"]["name"]
+    if "upscale" in capabilities:
+        return (f"next: genlab apply superres {run_dir} --against {data}:test   |   "
+                f"genlab apply superres {run_dir} small.png -o big.png")
+    if "denoise" in capabilities:
+        return (f"next: genlab apply denoise {run_dir} --against {data}:test --noise gaussian:0.3   |   "
+                f"genlab apply denoise {run_dir} noisy.png -o clean.png")
+    return f"next: genlab sample {run_dir} -n 64 -o grid.png   |   tensorboard --logdir {run_dir}/tensorboard"
+
+
+IMAGE = register_data_kind(DataKind(
+    name="image",
+    spec_class=ImageDataSpec,
+    load=lambda spec, resumed_run: load_image_data(spec),
+    catalogue=Catalogue("images (vae, gan, superres, denoiser)", DATASETS, dataset_status),
+    evaluate=lambda model, options: evaluate_images(model, **options),
+    report=report,
+    sample=sample,
+    next_steps=next_steps,
+    endpoint="/v1/images/generations",
+))
