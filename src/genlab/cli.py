@@ -136,15 +136,9 @@ Run `genlab COMMAND --help` for a command's options and examples.""",
     add("recipes", "list the training recipes")
     add("datasets", "list the data sets and whether they are available offline")
 
-    p = add("serve", "serve the models in a folder over HTTP: the JSON API, /docs and the web studio")
-    p.add_argument("--models", required=True, metavar="DIR", help="folder whose sub-folders are model directories")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--workers", type=int, default=2, help="inference worker threads (default 2)")
-    p.add_argument("--queue", type=int, default=16, help="jobs that may wait for a worker before 429 (default 16)")
-    p.add_argument("--timeout", type=float, default=60.0, help="time limit per request in seconds (default 60)")
-    p.add_argument("--max-loaded", type=int, default=4, help="models kept in memory, least recently used dropped (default 4)")
-    p.add_argument("--torch-threads", type=int, help="intra-op threads per worker (default: CPU cores / workers)")
+    from .serve.cli import add_arguments as add_serve_arguments
+
+    add_serve_arguments(add("serve", "serve the models in a folder over HTTP: the JSON API, /docs and the web studio"))
     add_apply_commands(sub)
     return parser
 
