@@ -281,7 +281,7 @@ def test_generate_help_has_examples(capsys):
 
 def test_generate_bad_input(bpe_model_dir, tmp_path, capsys):
     for args, needles in [(["--temperature", "-1"], ["temperature", ">= 0"]), (["--top-p", "0"], ["top_p", "(0, 1]"]),
-                          (["--top-p", "1.2"], ["top_p"]), (["--max-new-tokens", "0"], ["max_new_tokens"]),
+                          (["--top-p", "1.2"], ["top_p"]), (["--max-new-tokens", "0"], ["max-new-tokens"]),
                           (["--top-k", "5", "--num-beams", "2"], ["beam search"])]:
         assert_clean_error(*run_cli(capsys, "generate", str(bpe_model_dir), *args)[::2], *needles)
     code, out, err = run_cli(capsys, "generate", str(bpe_model_dir), "--prompt", "x" * 200, "--max-new-tokens", "3",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -11,10 +12,11 @@ from pathlib import Path
 import torch
 
 from ._version import __version__
-from .artifact import read_config, save, write_metrics
+from .artifact import check_size, read_config, save, write_metrics
 from .config import TrainConfig, apply_overrides, from_dict, load_recipe, to_dict
 from .errors import GenlabError, TrainingInterrupted
 from .imageio import display_scale, save_grid
+from .limits import MAX_SEED, check_range
 from .models.base import check_sample_count
 from .registry import get_data_kind, get_family
 from .training import ClassShareMonitor, Trainer
@@ -69,31 +71,59 @@ def train(recipe: str | dict, overrides: list[str] | tuple = (), out: str | Path
     """Train a recipe (name, YAML path or dict) and write a model directory; returns its path.
 
     With resume=True, `out` is an existing run directory: its config.json and checkpoint are
-    used, and overrides may change the training length (epochs=, steps=).
+    used, and overrides may change the training length (epochs=, steps=). Every setting is
+    checked, and the model's size against this machine's memory, before anything is written: a
+    run that cannot start leaves no folder behind (a new --out folder is removed again).
     """
-    if resume:
-        if out is None:
-            raise GenlabError("--resume needs the run directory", "genlab train --resume runs/vae-digits-...")
-        run_dir = Path(out)
-        saved = read_config(run_dir)
-        from .config import parse_override
+    resolved, run_dir = _resolve_run(recipe, overrides, out, resume)
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    created = is_main and not run_dir.exists()
+    try:
+        trainer, config = _prepare(resolved, run_dir, resume, is_main, log)
+    except BaseException:
+        if created and run_dir.is_dir():  # this call made the folder: nothing of anyone's is lost
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    if is_main:  # config and tokenizer now: a resumed run needs them (its token ids are tied to the weights)
+        save(trainer.model, run_dir, config, weights=False)
+    try:
+        return _fit_and_export(trainer, run_dir, resume)
+    finally:
+        trainer.close()
+        from .training.distributed import shutdown
 
-        for text in overrides:
-            parts, _ = parse_override(text)
-            if parts[0] != "train" or len(parts) != 2 or parts[1] not in RESUMABLE_OVERRIDES:
-                raise GenlabError(
-                    f"{text!r} cannot change when resuming: it would not match the checkpoint",
-                    f"a resumed run may change only {', '.join(RESUMABLE_OVERRIDES)}; start a new run for other settings",
-                )
-        resolved = apply_overrides({k: saved[k] for k in ("family", "data", "model", "train")}, list(overrides))
-        resolved["name"] = saved.get("recipe", run_dir.name)
-        resolved["description"] = saved.get("description", "")
-    else:
+        shutdown(trainer.dist)
+
+
+def _resolve_run(recipe, overrides, out, resume: bool) -> tuple[dict, Path]:
+    """The recipe with its overrides applied, and the run directory (a resumed run's saved settings)."""
+    if not resume:
         resolved = apply_overrides(load_recipe(recipe) if isinstance(recipe, str) else recipe, list(overrides))
         run_dir = Path(out) if out is not None else default_run_dir(resolved.get("name", "run"))
         if (run_dir / "checkpoint.safetensors").exists():
             raise GenlabError(f"{run_dir} already holds a training run", "continue it with --resume, or choose another --out")
-    is_main = int(os.environ.get("RANK", "0")) == 0
+        return resolved, run_dir
+    if out is None:
+        raise GenlabError("--resume needs the run directory", "genlab train --resume runs/vae-digits-...")
+    run_dir = Path(out)
+    saved = read_config(run_dir)
+    from .config import parse_override
+
+    for text in overrides:
+        parts, _ = parse_override(text)
+        if parts[0] != "train" or len(parts) != 2 or parts[1] not in RESUMABLE_OVERRIDES:
+            raise GenlabError(
+                f"{text!r} cannot change when resuming: it would not match the checkpoint",
+                f"a resumed run may change only {', '.join(RESUMABLE_OVERRIDES)}; start a new run for other settings",
+            )
+    resolved = apply_overrides({k: saved[k] for k in ("family", "data", "model", "train")}, list(overrides))
+    resolved["name"] = saved.get("recipe", run_dir.name)
+    resolved["description"] = saved.get("description", "")
+    return resolved, run_dir
+
+
+def _prepare(resolved: dict, run_dir: Path, resume: bool, is_main: bool, log):
+    """Data, model (checked for size on the meta device first) and Trainer; the config to save."""
     family_cls = get_family(resolved["family"])
     train_cfg = from_dict(TrainConfig, resolved["train"], "train")
     kind = get_data_kind(family_cls.data_kind)
@@ -102,67 +132,47 @@ def train(recipe: str | dict, overrides: list[str] | tuple = (), out: str | Path
         _check_writable(run_dir)
     data = kind.load(data_spec, run_dir if resume else None)
     model_cfg = _model_config(family_cls, resolved["model"], data)
+    with torch.device("meta"):  # shapes only: a model too big for this machine is refused before it is built
+        check_size(family_cls(model_cfg), "training it (weights, gradients, two optimiser moments"
+                   + (", EMA)" if train_cfg.ema_decay else ")"), copies=5 if train_cfg.ema_decay else 4)
     torch.manual_seed(train_cfg.seed)  # the initial weights are a function of the seed
     model = family_cls(model_cfg)
     model.tokenizer = getattr(data, "tokenizer", None)  # token data carries one; the previews decode with it
-    config = {
-        "family": resolved["family"],
-        "recipe": resolved.get("name"),
-        "description": resolved.get("description", ""),
-        "model": to_dict(model_cfg),
-        "data": to_dict(data_spec),
-        "train": to_dict(train_cfg),
-        "classes": data.classes,
-    }
-    if is_main:  # config and tokenizer now: a resumed run needs them (its token ids are tied to the weights)
-        save(model, run_dir, config, weights=False)
-
+    config = {"family": resolved["family"], "recipe": resolved.get("name"), "description": resolved.get("description", ""),
+              "model": to_dict(model_cfg), "data": to_dict(data_spec), "train": to_dict(train_cfg),
+              "classes": data.classes}
     trainer = Trainer(model, data, train_cfg, run_dir, log=log, callbacks=_training_callbacks(model, data_spec, is_main))
-    try:
-        result = trainer.fit(resume=resume)
-        if result.status not in ("finished", "early_stopped"):  # early_stopped: complete, with the best weights if keep_best
-            saved = "checkpoint saved" if result.status == "interrupted" else "the last checkpoint is kept"
-            raise TrainingInterrupted(
-                f"training stopped at step {result.steps}; {saved} in {run_dir}",
-                f"continue with: genlab train --resume {run_dir}",
-            )
-        # Every rank evaluates its shard; a text corpus may have no test split (data.test_fraction=0).
-        test_metrics = trainer.evaluate("test") if data.num_examples("test") else {}
-        if not trainer.dist.is_main:
-            return run_dir
-        with trainer.ema_weights():
-            save(model, run_dir)
-        for name, path in trainer.write_previews(run_dir, tag_step=False).items():
-            trainer.log(f"wrote {path}")
-        write_metrics(
-            run_dir,
-            {
-                "genlab_version": __version__,
-                "training": {
-                    "steps": result.steps,
-                    "wall_time_s": round(result.wall_time_s, 2),
-                    "train_time_s": round(result.train_time_s, 2),
-                    "examples_per_s": round(result.examples_per_s, 1),
-                    **({"tokens_per_s": round(result.examples_per_s * kind.tokens_per_example(data_spec), 1)}
-                       if kind.tokens_per_example is not None else {}),
-                    "device": str(trainer.device),
-                    "world_size": trainer.dist.world_size,
-                    **({"stopped_early": result.status == "early_stopped", "monitor": train_cfg.monitor,
-                        "best_step": result.best_step, "best_metric": result.best_metric}
-                       if result.best_step is not None else {}),  # early stopping / keep_best
-                },
-                "val": result.val_metrics,
-                "test": test_metrics,
-                "data": data_spec.name,
-                "seed": train_cfg.seed,
-            },
-        )
-        return run_dir
-    finally:
-        trainer.close()
-        from .training.distributed import shutdown
+    trainer.data_kind, trainer.data_spec = kind, data_spec
+    return trainer, config
 
-        shutdown(trainer.dist)
+
+def _fit_and_export(trainer, run_dir: Path, resume: bool) -> Path:
+    """Train, then write the weights (EMA or best), previews and metrics.json."""
+    result = trainer.fit(resume=resume)
+    if result.status not in ("finished", "early_stopped"):  # early_stopped: complete, with the best weights if keep_best
+        saved = "checkpoint saved" if result.status == "interrupted" else "the last checkpoint is kept"
+        raise TrainingInterrupted(f"training stopped at step {result.steps}; {saved} in {run_dir}",
+                                  f"continue with: genlab train --resume {run_dir}")
+    # Every rank evaluates its shard; a text corpus may have no test split (data.test_fraction=0).
+    test_metrics = trainer.evaluate("test") if trainer.data.num_examples("test") else {}
+    if not trainer.dist.is_main:
+        return run_dir
+    with trainer.ema_weights():
+        save(trainer.model, run_dir)
+    for path in trainer.write_previews(run_dir, tag_step=False).values():
+        trainer.log(f"wrote {path}")
+    kind, spec, cfg = trainer.data_kind, trainer.data_spec, trainer.cfg
+    training = {"steps": result.steps, "wall_time_s": round(result.wall_time_s, 2),
+                "train_time_s": round(result.train_time_s, 2), "examples_per_s": round(result.examples_per_s, 1),
+                **({"tokens_per_s": round(result.examples_per_s * kind.tokens_per_example(spec), 1)}
+                   if kind.tokens_per_example is not None else {}),
+                "device": str(trainer.device), "world_size": trainer.dist.world_size,
+                **({"stopped_early": result.status == "early_stopped", "monitor": cfg.monitor,
+                    "best_step": result.best_step, "best_metric": result.best_metric}
+                   if result.best_step is not None else {})}  # early stopping / keep_best
+    write_metrics(run_dir, {"genlab_version": __version__, "training": training, "val": result.val_metrics,
+                            "test": test_metrics, "data": spec.name, "seed": cfg.seed})
+    return run_dir
 
 
 def _training_callbacks(model, data_spec, is_main: bool) -> list:
@@ -180,6 +190,7 @@ def sample(model, n: int, *, seed: int = 0, condition=None) -> torch.Tensor | li
     """n samples, reproducible from the seed: images in the data's value range, or texts
     (for a text model, `condition` is an optional prompt; see `generate` for decoding controls)."""
     check_sample_count(n)
+    check_range("seed", seed, 0, MAX_SEED)
     generator = torch.Generator(model.device).manual_seed(seed)
     return model.sample(n, condition=condition, generator=generator)
 

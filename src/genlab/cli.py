@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from .errors import GenlabError
+from .limits import (CLASS_OPTION, MAX_CLI_NEW_TOKENS, MAX_SAMPLES, SEED_OPTION, bounded_int)
 
 EXAMPLES = {
     "train": """examples:
@@ -51,7 +52,7 @@ distance in genlab's shipped MNIST LeNet features, not Inception's FID. Each is 
 beside its floor: the same metric between n real train images and the reference split.
 For text models: perplexity and bits per character of the held-out text, and distinct-n and
 self-BLEU of n samples (temperature 1) beside the same metrics of n real snippets.""",
-    "info": "example:\n  genlab info runs/vae-digits-...",
+    "info": "examples:\n  genlab info runs/vae-digits-...\n  genlab info runs/vae-digits-... --json | jq .metrics.test",
     "recipes": "example:\n  genlab recipes",
     "datasets": "example:\n  genlab datasets",
     "serve": """examples:
@@ -97,15 +98,16 @@ Run `genlab COMMAND --help` for a command's options and examples.""",
 
     p = add("sample", "draw samples from a trained model into an image grid (or texts, for a text model)")
     p.add_argument("model", help="model directory")
-    p.add_argument("-n", type=int, help="number of samples (default 64 images, 4 texts)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--class", dest="label", type=int, help="class label (conditional models)")
+    p.add_argument("-n", type=bounded_int("-n", 1, MAX_SAMPLES), help="number of samples (default 64 images, 4 texts)")
+    p.add_argument("--seed", type=SEED_OPTION, default=0)
+    p.add_argument("--class", dest="label", type=CLASS_OPTION, help="class label (conditional models)")
     p.add_argument("-o", "--output", help="PNG to write (default samples.png); for text models a .txt (default: print)")
 
     p = add("generate", "continue a prompt with a text model, streaming the text as it is generated")
     p.add_argument("model", help="model directory of a text model (gpt, lstm)")
     p.add_argument("--prompt", "-p", default="", help="text to continue (default: start of a new line)")
-    p.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate (default 200)")
+    p.add_argument("--max-new-tokens", type=bounded_int("--max-new-tokens", 1, MAX_CLI_NEW_TOKENS), default=200,
+                   help="tokens to generate (default 200)")
     p.add_argument("--temperature", "-t", type=float, default=1.0,
                    help="0 = greedy; below 1 safer, above 1 wilder (default 1)")
     p.add_argument("--top-k", type=int, help="sample from the k most likely tokens only")
@@ -116,22 +118,25 @@ Run `genlab COMMAND --help` for a command's options and examples.""",
                    help="end the text before this string (repeatable; \\n is a newline)")
     p.add_argument("-n", "--num-return-sequences", type=int, default=1, help="number of texts (default 1)")
     p.add_argument("--num-beams", type=int, default=1, help="> 1: beam search, deterministic (default 1: sampling)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED_OPTION, default=0)
     p.add_argument("--no-cache", action="store_true", help="re-read the whole context every step (same text, slower)")
 
     p = add("eval", "measure a model: likelihood bounds and sample quality (FD, KD, precision/recall, ...)")
     p.add_argument("model", help="model directory")
     p.add_argument("--against", metavar="DATASET[:SPLIT]",
                    help="reference data, e.g. mnist:test or just val (default: the model's data set, test split)")
-    p.add_argument("-n", type=int, help="examples/samples (default: the whole split for likelihood, up to 10,000 samples)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--iwae-k", type=int, default=1000, help="importance samples for the IWAE bound (default 1000; 5000 for papers)")
+    p.add_argument("-n", type=bounded_int("-n", 1, 1_000_000),
+                   help="examples/samples (default: the whole split for likelihood, up to 10,000 samples)")
+    p.add_argument("--seed", type=SEED_OPTION, default=0)
+    p.add_argument("--iwae-k", type=bounded_int("--iwae-k", 1, 100_000), default=1000, help="importance samples for the IWAE bound (default 1000; 5000 for papers)")
     p.add_argument("--features", help="feature network: lenet-mnist, lenet-digits or inception (default: by image shape)")
     p.add_argument("--metrics", help="comma-separated groups: likelihood,samples (default: all the model supports)")
-    p.add_argument("--max-new-tokens", type=int, default=200, help="text models: tokens per sample (default 200)")
+    p.add_argument("--max-new-tokens", type=bounded_int("--max-new-tokens", 1, MAX_CLI_NEW_TOKENS), default=200,
+                   help="text models: tokens per sample (default 200)")
 
-    p = add("info", "show a model's family, settings, size and metrics")
+    p = add("info", "a short summary of a model: family, size, data, what it can do, headline metrics")
     p.add_argument("model", help="model directory")
+    p.add_argument("--json", action="store_true", help="print the whole config and metrics.json as JSON")
 
     add("recipes", "list the training recipes")
     add("datasets", "list the data sets and whether they are available offline")
@@ -189,17 +194,35 @@ def _cmd_train(args) -> None:
     print(f"model directory: {run_dir}")
     metrics_path = Path(run_dir) / "metrics.json"
     if (Path(run_dir) / "model.safetensors").is_file() and metrics_path.is_file():
-        metrics = json.loads(metrics_path.read_text())
-        test = "  ".join(f"{k} {v:.4g}" for k, v in metrics.get("test", {}).items())
-        print(f"test metrics: {test}")
-        for name in ("samples.png", "reconstructions.png", "samples.txt", "metrics.json"):
-            if (Path(run_dir) / name).is_file():
-                print(f"  {Path(run_dir) / name}")
         from .artifact import read_config
         from .registry import get_data_kind, get_family
 
-        print(get_data_kind(get_family(read_config(run_dir)["family"]).data_kind).next_steps(Path(run_dir)))
+        family = get_family(read_config(run_dir)["family"])
+        if family.data_kind == "image" and "sample" in family.capabilities and "log_likelihood" not in family.capabilities:
+            _print_sample_quality(run_dir)  # a GAN's losses say little about its samples
+        else:
+            metrics = json.loads(metrics_path.read_text())
+            print("test metrics: " + "  ".join(f"{k} {v:.4g}" for k, v in metrics.get("test", {}).items()))
+        for name in ("samples.png", "reconstructions.png", "samples.txt", "metrics.json"):
+            if (Path(run_dir) / name).is_file():
+                print(f"  {Path(run_dir) / name}")
+        print(get_data_kind(family.data_kind).next_steps(Path(run_dir)))
     return 0
+
+
+def _print_sample_quality(run_dir) -> None:
+    """The end-of-training line of a model without a likelihood: sample quality of up to 1,000
+    samples in the shipped features, each beside its floor (recorded in metrics.json too)."""
+    from .api import evaluate
+
+    try:
+        result = evaluate(run_dir, metrics=("samples",), n=1000, progress=False)
+    except GenlabError:  # a test split smaller than 1,000 images: all of it
+        result = evaluate(run_dir, metrics=("samples",), progress=False)
+    sq = result["samples"]
+    shown = [key for key in sq["metrics"] if key.split("[")[0] in ("fd", "kd", "precision", "recall")]
+    print(f"sample quality (n={sq['n']}, floor in brackets): "
+          + "  ".join(f"{key} {sq['metrics'][key]:.4g} ({sq['floor'][key]:.4g})" for key in shown))
 
 
 def _cmd_sample(args) -> None:
@@ -209,6 +232,7 @@ def _cmd_sample(args) -> None:
 
     if args.n is not None:
         check_sample_count(args.n)  # before loading, so a bad -n fails fast
+    check_outputs(args)
     model = load(args.model)
     get_data_kind(model.data_kind).sample(model, {"model_dir": args.model, "n": args.n, "seed": args.seed,
                                                   "label": args.label, "output": args.output})
@@ -246,34 +270,54 @@ def _cmd_generate(args) -> None:
 
 def _cmd_eval(args) -> None:
     from .api import evaluate
+    from .artifact import write_evaluation
     from .registry import get_data_kind
 
     groups = tuple(g.strip() for g in args.metrics.split(",") if g.strip()) if args.metrics else None
     result = evaluate(args.model, against=args.against, n=args.n, seed=args.seed, iwae_k=args.iwae_k,
-                      features=args.features, metrics=groups, max_new_tokens=args.max_new_tokens)
-    for line in get_data_kind(result["kind"]).report(result):
-        print(line)
-    print(f"written to {Path(args.model) / 'metrics.json'} in {result['seconds']:.1f} s")
+                      features=args.features, metrics=groups, max_new_tokens=args.max_new_tokens, write=False)
+    for line in get_data_kind(result["kind"]).report(result):  # printed first: a failed write loses nothing
+        print(line, flush=True)
+    print(f"written to {write_evaluation(args.model, result)} in {result['seconds']:.1f} s")
 
 
 def _cmd_info(args) -> None:
-    from .artifact import load, read_config
+    """A short summary read from the files (the weights' header, not the weights): what the model
+    is, what it can do and its headline numbers; --json prints everything."""
+    from .artifact import check_weights, read_config
+    from .registry import applications_for, get_family
 
     config = read_config(args.model)
-    model = load(args.model)
-    n_params = sum(p.numel() for p in model.parameters())
-    print(f"model      {args.model}")
-    print(f"family     {config['family']}   recipe {config.get('recipe')}   genlab {config.get('genlab_version')}")
-    print(f"parameters {n_params:,}")
-    if model.tokenizer is not None:
-        print(f"tokenizer  {model.tokenizer.kind}, {model.tokenizer.vocab_size:,} tokens; context "
-              f"{model.context_window or 'unlimited'} tokens")
-    print(f"data       {json.dumps(config['data'])}")
-    print(f"model      {json.dumps(config['model'])}")
-    print(f"train      {json.dumps(config['train'])}")
+    shapes = check_weights(args.model, config)  # meta-device model: shapes only
+    n_params = sum(p.numel() for p in shapes.parameters())
     metrics_path = Path(args.model) / "metrics.json"
-    if metrics_path.is_file():
-        print(f"metrics    {metrics_path.read_text().strip()}")
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    if args.json:
+        print(json.dumps({"model": str(args.model), "parameters": n_params, "config": config, "metrics": metrics},
+                         indent=2))
+        return
+    family = get_family(config["family"])
+    capabilities = sorted(shapes.capabilities)
+    commands = (["sample"] if "sample" in capabilities else []) + ["eval"] + \
+        [f"apply {name}" for name in applications_for(family.data_kind, capabilities)]
+    data = config["data"]
+    print(f"model       {args.model}: {config['family']}{' (conditional)' if config['model'].get('conditional') else ''}"
+          f", {n_params:,} parameters, recipe {config.get('recipe')}, genlab {config.get('genlab_version')}")
+    print(f"data        {family.data_kind}: {data.get('name')}" + (f", {len(config['classes'])} classes"
+                                                                   if config.get("classes") else ""))
+    print(f"can         {', '.join(capabilities)}  ->  genlab {' | genlab '.join(commands)}")
+    for section in ("test", "val"):
+        if metrics.get(section):
+            print(f"{section:<12}" + "  ".join(f"{k} {v:.4g}" for k, v in metrics[section].items()
+                                                          if isinstance(v, (int, float))))
+            break
+    for data_split, result in (metrics.get("evals") or {}).items():
+        print(f"{'evaluated':<12}against {data_split} in {result.get('seconds', 0):.0f} s (genlab info --json for the figures)")
+    training = metrics.get("training", {})
+    if training:
+        print(f"{'trained':<12}{training.get('steps', '?')} steps in {training.get('wall_time_s', 0):.0f} s on "
+              f"{training.get('device', '?')}")
+    print("details     genlab info --json  (config, every metric)")
 
 
 def _cmd_recipes(args) -> None:
@@ -302,6 +346,29 @@ def _cmd_serve(args) -> int:
     return serve(args)
 
 
+# The files a model directory is made of: no command's output may overwrite them.
+MODEL_FILES = frozenset({"config.json", "model.safetensors", "tokenizer.json", "metrics.json", "checkpoint.safetensors",
+                         "best.safetensors", "history.jsonl"})
+OUTPUT_OPTIONS = ("output", "gif", "decoded")  # the attributes that name files a command writes
+
+
+def check_outputs(args) -> None:
+    """Before any work: every output file may be written, and none is one of the model directory's own files."""
+    model_dir = Path(args.model).resolve()
+    for option in OUTPUT_OPTIONS:
+        value = getattr(args, option, None)
+        if not value:
+            continue
+        path = Path(value).resolve()
+        if path.parent == model_dir and path.name in MODEL_FILES:
+            raise GenlabError(f"-o {value} would overwrite the model's own {path.name}",
+                              "write outputs outside the model directory, or under another name")
+        folder = next((p for p in (path.parent, *path.parent.parents) if p.exists()), None)
+        if folder is None or not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+            raise GenlabError(f"cannot write {value}: {'the file' if path.exists() else 'its folder'} is not writable",
+                              "choose an output path in a writable directory")
+
+
 def _cmd_apply(args) -> None:
     """`genlab apply NAME MODEL ...` (and `genlab compose MODEL ...`): load the model, check its
     kind, run the application's command."""
@@ -313,6 +380,7 @@ def _cmd_apply(args) -> None:
     app = get_application(args.application)
     if app.check_arguments is not None:
         app.check_arguments(args)
+    check_outputs(args)
     model = load(args.model)
     if model.data_kind not in app.kinds:
         raise GenlabError(f"genlab apply {app.name} works on {' or '.join(app.kinds)} models; {args.model} is a "
@@ -328,11 +396,11 @@ COMMANDS = {"train": _cmd_train, "sample": _cmd_sample, "generate": _cmd_generat
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     parser = _parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 0
     try:
+        args = parser.parse_args(argv)  # inside: a bounded option's type raises GenlabError
+        if args.command is None:
+            parser.print_help()
+            return 0
         return COMMANDS[args.command](args) or 0
     except GenlabError as e:
         from .errors import TrainingInterrupted
@@ -341,12 +409,35 @@ def main(argv: list[str] | None = None) -> int:
         if e.hint:
             print(f"hint: {e.hint}", file=sys.stderr)
         return 130 if isinstance(e, TrainingInterrupted) else 2
+    except BrokenPipeError:  # `genlab generate ... | head`: the reader left; nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
     except OSError as e:  # a file-system problem no GenlabError anticipated: still one line, no traceback
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e.strerror or e}{f' ({Path(e.filename).name})' if e.filename else ''}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug: one line here, the traceback in a log file
+        log = _log_traceback()
+        print(f"error: unexpected {type(e).__name__} (details in {log}); please report it", file=sys.stderr)
+        return 1
+
+
+def _log_traceback() -> Path:
+    """Append the current exception's traceback to genlab's error log; returns the log's path."""
+    import tempfile
+    import time
+    import traceback
+
+    log = Path(os.environ.get("GENLAB_ERROR_LOG", Path(tempfile.gettempdir()) / "genlab-errors.log"))
+    try:
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} genlab {' '.join(sys.argv[1:])}\n")
+            f.write(traceback.format_exc())
+    except OSError:
+        pass
+    return log
 
 
 if __name__ == "__main__":

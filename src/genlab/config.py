@@ -84,7 +84,7 @@ class TrainConfig:
         check(0.0 <= self.min_lr_ratio <= 1.0, f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         check(self.grad_clip is None or self.grad_clip > 0, f"train.grad_clip must be positive (or unset), got {self.grad_clip}")
         check(self.time_budget_s is None or self.time_budget_s > 0, f"train.time_budget_s must be positive, got {self.time_budget_s}")
-        check(self.seed >= 0, f"train.seed must be >= 0, got {self.seed}")
+        check(0 <= self.seed <= 2**63 - 1, f"train.seed must be in 0..2^63-1, got {self.seed}")
         check(self.monitor.startswith("val.") and len(self.monitor) > 4,
               f"train.monitor must name a validation metric as val.<key>, got {self.monitor!r}", "e.g. train.monitor=val.loss")
         check(self.monitor_mode in MONITOR_MODES, f"unknown train.monitor_mode {self.monitor_mode!r}",
@@ -181,7 +181,13 @@ def load_recipe(name_or_path: str) -> dict:
     """A recipe by name (`vae-digits`) or a path to a YAML file with the same sections."""
     path = Path(name_or_path)
     if name_or_path.endswith((".yaml", ".yml")) and path.is_file():
-        text = path.read_text()
+        source = path.name
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise GenlabError(f"recipe {source} is not UTF-8 text (byte {e.start})", "save the file as UTF-8") from None
+        except OSError as e:
+            raise GenlabError(f"cannot read recipe {source}: {e.strerror or e}") from None
     else:
         entry = _recipe_dir() / f"{name_or_path}.yaml"
         if not entry.is_file():
@@ -189,13 +195,37 @@ def load_recipe(name_or_path: str) -> dict:
                 f"unknown recipe {name_or_path!r}",
                 f"known recipes: {', '.join(list_recipes())} (or a path to a .yaml recipe file)",
             )
-        text = entry.read_text()
-    recipe = yaml.safe_load(text) or {}
-    for section in ("family", "data", "model", "train"):
-        if section not in recipe:
-            raise GenlabError(f"recipe {name_or_path!r} has no {section!r} section")
+        source, text = name_or_path, entry.read_text()
+    recipe = _parse_recipe(text, source)
     recipe.setdefault("description", "")
     recipe["name"] = path.stem if path.suffix in (".yaml", ".yml") else name_or_path
+    return recipe
+
+
+def _parse_recipe(text: str, source: str) -> dict:
+    """The recipe's sections, checked: a mapping with a family name and data/model/train mappings."""
+    try:
+        recipe = yaml.safe_load(text)  # safe_load: a !!python tag is refused, never executed
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or type(e).__name__
+        raise GenlabError(f"recipe {source} is not valid YAML{where}: {problem}",
+                          "recipes are plain YAML mappings: family, data, model, train") from None
+    if not isinstance(recipe, dict):
+        raise GenlabError(f"recipe {source} must be a YAML mapping with family, data, model and train, "
+                          f"got {type(recipe).__name__}")
+    for section in ("family", "data", "model", "train"):
+        if section not in recipe:
+            raise GenlabError(f"recipe {source} has no {section!r} section")
+    if not isinstance(recipe["family"], str):
+        raise GenlabError(f"recipe {source}: family must be a name such as vae, got {recipe['family']!r}")
+    for section in ("data", "model", "train"):
+        if recipe[section] is None:
+            recipe[section] = {}
+        if not isinstance(recipe[section], dict):
+            raise GenlabError(f"recipe {source}: {section} must be a mapping of settings, got {recipe[section]!r}",
+                              f"write it as {section}: {{key: value, ...}} (or an indented block of key: value lines)")
     return recipe
 
 

@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from ._version import __version__
-from .artifact import load, write_metrics
+from .artifact import load, write_evaluation
 from .data.splits import parse_against
 from .config import from_dict
 from .data import ImageDataSpec, TextDataSpec, load_image_data, load_text_data
@@ -113,13 +113,14 @@ def real_images(data, split: str, n: int, seed: int) -> torch.Tensor:
 
 def evaluate(model_dir: str | Path, *, against: str | None = None, n: int | None = None, seed: int = 0,
              iwae_k: int = 1000, features: str | None = None, metrics: tuple[str, ...] | None = None,
-             max_new_tokens: int = 200, progress: bool = True) -> dict:
+             max_new_tokens: int = 200, progress: bool = True, write: bool = True) -> dict:
     """Evaluate a model directory with its data kind's evaluation; the result is written into
     its metrics.json under "eval".
 
     metrics: which groups to compute ("likelihood", "samples"); None = every group the model
     supports. Asking for a group the model lacks the capability for is an error. Text
-    models: n is the number of samples (default 20) of max_new_tokens each.
+    models: n is the number of samples (default 20) of max_new_tokens each. write=False leaves
+    metrics.json alone (the CLI prints the result first, then writes it: artifact.write_evaluation).
     """
     from .registry import get_data_kind
 
@@ -131,7 +132,8 @@ def evaluate(model_dir: str | Path, *, against: str | None = None, n: int | None
     result = kind.evaluate(model, dict(against=against, n=n, seed=seed, iwae_k=iwae_k, features=features,
                                        metrics=metrics, max_new_tokens=max_new_tokens, progress=progress))
     result = {"kind": kind.name, **result, "seconds": round(time.perf_counter() - start, 2)}
-    write_metrics(model_dir, {"eval": result})
+    if write:
+        write_evaluation(model_dir, result)
     return result
 
 

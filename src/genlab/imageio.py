@@ -59,15 +59,33 @@ def png_bytes(picture: Image.Image) -> bytes:
 
 def save_grid(path: str | Path, images: torch.Tensor, value_range=(0.0, 1.0), nrow: int | None = None, scale: int = 1) -> Path:
     """Save a grid PNG; small images are scaled up (nearest) so an 8x8 digit is visible."""
-    return save_png(grid_picture(images, value_range, nrow, scale), path)
+    return save_picture(grid_picture(images, value_range, nrow, scale), path)
 
 
-def save_png(picture: Image.Image, path: str | Path) -> Path:
-    """Write a Pillow image as PNG, creating the folder; a clear error if it cannot be written."""
+# What -o may name: the format follows the file's extension (a .jpg is a JPEG, not PNG bytes).
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF",
+                 ".tiff": "TIFF"}
+
+
+def image_format(path: str | Path) -> str:
+    """The Pillow format an output path's extension names, or a GenlabError listing the ones there are."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in IMAGE_FORMATS:
+        raise GenlabError(f"cannot tell an image format from {Path(path).name!r}",
+                          f"name the file with one of {', '.join(IMAGE_FORMATS)}, e.g. grid.png")
+    return IMAGE_FORMATS[suffix]
+
+
+def save_picture(picture: Image.Image, path: str | Path) -> Path:
+    """Write a Pillow image in the format its extension names, creating the folder; a clear error if
+    it cannot be written."""
     path = Path(path)
+    kind = image_format(path)
+    if kind in ("JPEG", "BMP") and picture.mode not in ("L", "RGB"):
+        picture = picture.convert("RGB")  # these formats have no alpha
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        picture.save(path, format="PNG")
+        picture.save(path, format=kind, **({"quality": 95} if kind == "JPEG" else {}))
     except (OSError, ValueError) as e:
         # a ValueError (e.g. an unknown extension) has no strerror
         raise GenlabError(f"cannot write {path}: {getattr(e, 'strerror', None) or e}",
@@ -100,4 +118,4 @@ def save_bar_chart(path: str | Path, values, labels: list[str], title: str, refe
         y = base - reference * scale
         for x in range(margin, width - margin, 8):
             draw.line([x, y, x + 4, y], fill=(200, 60, 60))
-    return save_png(picture, path)
+    return save_picture(picture, path)

@@ -12,7 +12,22 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 MAX_MODEL_NAME = 128  # characters in a model's name (its directory's name)
-MAX_SEED = 2**32 - 1
+MAX_SEED = 2**63 - 1  # every command and route: seeds are 0..2^63-1
+MAX_CLASS = 1_000_000  # a class id (the model then says which of its classes exist)
+MAX_SAMPLES = 10_000  # genlab sample -n and genlab.sample (one grid or text file)
+MAX_TEXT_SAMPLES = 1_000  # genlab sample -n for text models and generate -n
+MAX_BEAMS = 16  # --num-beams
+MAX_CLI_NEW_TOKENS = 100_000  # genlab generate --max-new-tokens
+MAX_TEMPO = 300.0
+MIN_TEMPO = 20.0
+MAX_AUDIO_SECONDS = 600.0  # one composition's length (bars x 4 beats at the tempo)
+MAX_PATH_STEPS = 256  # interpolate / traverse --steps
+MAX_TRAVERSE_DIMS = 64
+MAX_AUGMENT_PER_CLASS = 100_000
+MAX_OPTIMIZER_STEPS = 100_000  # inpaint --steps on the command line (HTTP: MAX_INPAINT_STEPS)
+MAX_CLI_RESTARTS = 256  # inpaint --restarts on the command line (HTTP: MAX_RESTARTS)
+MAX_CLASSIFIER_STEPS = 100_000
+MAX_FILE_PIXELS = 64 * 1024 * 1024  # one image file read by the CLI, before it is decoded (8192 x 8192)
 MAX_IMAGES = 64  # n of /v1/images/generations
 MAX_PROMPT_CHARS = 8000
 MAX_NEW_TOKENS = 1024  # max_tokens of /v1/completions
@@ -42,3 +57,60 @@ class FormFields(BaseModel):
 
     model_config = ConfigDict(populate_by_name=True)
     model: str = ModelName
+
+
+def check_range(name: str, value, low, high, hint: str | None = None) -> None:
+    """A GenlabError naming the option and its bounds unless low <= value <= high (numbers only)."""
+    from .errors import GenlabError
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise GenlabError(f"{name} must be in {low:,}..{high:,}, got {value!r}", hint, param=name.lstrip("-"))
+
+
+# Appended for the studio's interpolate / traverse / compress routes.
+MAX_TRAVERSE_SPAN = 10.0  # traverse span, in prior standard deviations
+MIN_COMPRESS_STEP = 1e-3  # compress step (a finer one clips every code at +-127 anyway)
+MAX_COMPRESS_STEP = 16.0
+MAX_COMPRESS_FIT_IMAGES = 10_000  # training images the code histograms are fitted on, per request
+MAX_COMPRESS_IMAGES = 16  # images in one compress request
+
+
+def bounded_int(name: str, low: int, high: int, hint: str | None = None):
+    """An argparse `type` for an integer option in low..high: out of range (or not an integer) is a
+    GenlabError naming the option, raised while parsing, before any model loads."""
+
+    def parse(text: str) -> int:
+        from .errors import GenlabError
+
+        try:
+            value = int(text)
+        except ValueError:
+            raise GenlabError(f"{name} must be an integer, got {text!r}", hint, param=name.lstrip("-")) from None
+        check_range(name, value, low, high, hint)
+        return value
+
+    return parse
+
+
+def bounded_float(name: str, low: float, high: float, hint: str | None = None):
+    """An argparse `type` for a finite number option in low..high (see bounded_int)."""
+
+    def parse(text: str) -> float:
+        import math
+
+        from .errors import GenlabError
+
+        try:
+            value = float(text)
+        except ValueError:
+            raise GenlabError(f"{name} must be a number, got {text!r}", hint, param=name.lstrip("-")) from None
+        if not math.isfinite(value):
+            raise GenlabError(f"{name} must be a finite number, got {text!r}", hint, param=name.lstrip("-"))
+        check_range(name, value, low, high, hint)
+        return value
+
+    return parse
+
+
+SEED_OPTION = bounded_int("--seed", 0, MAX_SEED)
+CLASS_OPTION = bounded_int("--class", 0, MAX_CLASS)

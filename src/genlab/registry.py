@@ -219,3 +219,10 @@ def get_application(name: str) -> Application:
 
 def families_with(capability: str) -> list[str]:
     return sorted(name for name, cls in families().items() if capability in cls.capabilities)
+
+
+def applications_for(data_kind: str, capabilities) -> list[str]:
+    """The applications a model of this kind with these capabilities can be given to."""
+    caps = set(capabilities)
+    return [name for name, app in applications().items()
+            if data_kind in app.kinds and (app.capability is None or app.capability in caps)]

@@ -9,7 +9,7 @@ import torch
 from pydantic import Field
 
 from ..fileio import atomic_write_text
-from ..limits import MAX_ANOMALY_IMAGES, MAX_ANOMALY_SAMPLES, FormFields, Seed
+from ..limits import CLASS_OPTION, MAX_ANOMALY_IMAGES, MAX_ANOMALY_SAMPLES, FormFields, Seed, bounded_int
 from ..registry import Application, HttpRoute, register_application
 from ..tasks.anomaly import anomaly_scores, auroc
 from .common import add_inputs, image_files, image_model, input_source, load_uploads, print_table, write_output
@@ -27,8 +27,8 @@ def add_arguments(p) -> None:
     add_inputs(p)
     p.add_argument("--method", choices=("elbo", "iwae", "recon"), default="elbo",
                    help="score (default elbo: negative ELBO in nats)")
-    p.add_argument("--samples", type=int, default=8, help="latent draws per image for elbo / iwae (default 8)")
-    p.add_argument("--normal-class", type=int, action="append", help="a normal class for the AUROC (repeatable)")
+    p.add_argument("--samples", type=bounded_int("--samples", 1, 10_000), default=8, help="latent draws per image for elbo / iwae (default 8)")
+    p.add_argument("--normal-class", type=CLASS_OPTION, action="append", help="a normal class for the AUROC (repeatable)")
     p.add_argument("-o", "--output", help="CSV of the scores (image, label, score)")
 
 

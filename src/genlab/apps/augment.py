@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..imageio import to_uint8
+from ..limits import MAX_AUGMENT_PER_CLASS, MAX_CLASSIFIER_STEPS, SEED_OPTION, bounded_int
 from ..registry import Application, register_application
 from ..tasks.augment import augmentation_benefit, few_labels, synthesize
 from .common import print_table, write_output
@@ -20,12 +21,12 @@ batch; both are scored on the test split."""
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--per-class", type=int, default=500, help="synthetic images per class (default 500)")
-    p.add_argument("--real-per-class", type=int, default=10, help="real labelled images per class (default 10: 100 for MNIST)")
-    p.add_argument("--classifier-steps", type=int, default=600, help="training steps of each classifier (default 600)")
+    p.add_argument("--per-class", type=bounded_int("--per-class", 1, MAX_AUGMENT_PER_CLASS), default=500, help="synthetic images per class (default 500)")
+    p.add_argument("--real-per-class", type=bounded_int("--real-per-class", 1, 100_000), default=10, help="real labelled images per class (default 10: 100 for MNIST)")
+    p.add_argument("--classifier-steps", type=bounded_int("--classifier-steps", 1, MAX_CLASSIFIER_STEPS), default=600, help="training steps of each classifier (default 600)")
     p.add_argument("--against", metavar="DATASET", help="real data (default: the model's data set; train and test splits)")
-    p.add_argument("-n", type=int, help="test images (default: the whole test split)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-n", type=bounded_int("-n", 1, 1_000_000), help="test images (default: the whole test split)")
+    p.add_argument("--seed", type=SEED_OPTION, default=0)
     p.add_argument("--no-eval", action="store_true", help="only write the samples, skip the classifier comparison")
     p.add_argument("-o", "--output", help=".npz of the synthetic images and labels (a genlab data set: data.name=npz:FILE)")
 

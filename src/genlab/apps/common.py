@@ -13,7 +13,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import GenlabError, InputTooLarge, UnreadableInput
 from ..imageio import image_picture, png_bytes
-from ..limits import MAX_IMAGE_PIXELS
+from ..limits import MAX_IMAGE_PIXELS, SEED_OPTION, bounded_int
 
 # ----------------------------------------------------------------------------- command line
 
@@ -24,8 +24,9 @@ def add_inputs(parser, nargs: str = "*", default_n: int | None = None) -> None:
                         help="image file(s): PNG, JPEG, ...; converted and resized to the model's shape")
     parser.add_argument("--against", metavar="DATASET[:SPLIT]",
                         help="use a data set split instead of files, e.g. mnist:test or test")
-    parser.add_argument("-n", type=int, default=default_n, help=f"images from the split (default: {default_n or 'all'})")
-    parser.add_argument("--seed", type=int, default=0, help="fixes every random choice (default 0)")
+    parser.add_argument("-n", type=bounded_int("-n", 1, 1_000_000), default=default_n,
+                        help=f"images from the split (default: {default_n or 'all'})")
+    parser.add_argument("--seed", type=SEED_OPTION, default=0, help="fixes every random choice (default 0)")
 
 
 def image_files(args) -> list[str]:

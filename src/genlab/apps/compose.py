@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field
 
 from ..errors import GenlabError, InputTooLarge
-from ..limits import MAX_BARS, MAX_PROMPT_MIDI_BYTES, ModelName, Seed, Strict
+from ..limits import (MAX_BARS, MAX_PROMPT_MIDI_BYTES, MAX_TEMPO, MIN_TEMPO, SEED_OPTION, ModelName, Seed, Strict, bounded_float, bounded_int)
 from ..registry import Application, FileReply, HttpRoute, register_application
 from ..tasks.compose import compose
 from .common import b64
@@ -32,12 +32,12 @@ fluid-soundfont-gm), else the built-in additive synthesiser."""
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--bars", type=int, default=16, help="new 4/4 bars to compose (default 16)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bars", type=bounded_int("--bars", 1, MAX_BARS), default=16, help="new 4/4 bars to compose (default 16)")
+    p.add_argument("--seed", type=SEED_OPTION, default=0)
     p.add_argument("--temperature", "-t", type=float, default=1.0,
                    help="0 = greedy; below 1 safer, above 1 wilder (default 1)")
     p.add_argument("--top-p", type=float, help="event models: sample from the smallest set of events holding this probability")
-    p.add_argument("--tempo", type=float, help="quarter notes per minute (default 120)")
+    p.add_argument("--tempo", type=bounded_float("--tempo", MIN_TEMPO, MAX_TEMPO), help="quarter notes per minute (default 120)")
     p.add_argument("--key", help='transpose the piece into this key, e.g. "D minor", "Bb", "F# major"')
     p.add_argument("--prompt", metavar="MIDI", help="a MIDI file to continue")
     p.add_argument("--renderer", choices=("auto", "fluidsynth", "additive"), default="auto",

@@ -57,7 +57,8 @@ def run(model, args) -> None:
     print_table(f"denoising {noise} on {m['n']} image(s)",
                 [("PSNR model", f"{m['psnr']:.2f} dB", f"SSIM {m['ssim']:.4f}"),
                  ("PSNR noisy input", f"{m['psnr_noisy']:.2f} dB", f"SSIM {m['ssim_noisy']:.4f}"),
-                 ("PSNR classical filter", f"{m['psnr_classical']:.2f} dB", f"SSIM {m['ssim_classical']:.4f}"),
+                 ("PSNR classical filter", f"{m['psnr_classical']:.2f} dB", f"SSIM {m['ssim_classical']:.4f}"
+             + ("  (tuned on this image: favours the filter)" if tuning is None else "  (tuned on other images)")),
                  ("gain over the filter", f"{m['psnr'] - m['psnr_classical']:+.2f} dB", m["classical_filter"])])
     save_result(args.output, source, data_range, result["denoised"],
                 {"noisy": result["noisy"], "classical filter": result["classical"], "model": result["denoised"],

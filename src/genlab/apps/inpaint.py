@@ -9,7 +9,7 @@ import torch
 from pydantic import Field
 
 from ..errors import GenlabError, InvalidInput
-from ..limits import MAX_INPAINT_STEPS, MAX_RESTARTS, FormFields, Seed
+from ..limits import (CLASS_OPTION, MAX_CLASS, MAX_CLI_RESTARTS, MAX_INPAINT_STEPS, MAX_OPTIMIZER_STEPS, MAX_RESTARTS, FormFields, Seed, bounded_int)
 from ..registry import Application, HttpRoute, register_application
 from ..tasks.inpaint import inpaint, masked_psnr, mean_fill, require_latent_generator
 from .common import add_inputs, image_model, image_reply, input_source, load_uploads, print_table, save_result, check_image
@@ -33,9 +33,9 @@ def add_arguments(p) -> None:
     p.add_argument("--mask", required=True, help="box:LEFT,TOP,WIDTH,HEIGHT | half:SIDE | random:FRACTION | PNG (white = missing)")
     p.add_argument("--method", choices=("optimize", "resample"), default="optimize",
                    help="optimize: latent search (default; VAE or GAN); resample: conditional resampling chain (VAE)")
-    p.add_argument("--steps", type=int, default=200, help="optimisation (or resampling) steps (default 200)")
-    p.add_argument("--restarts", type=int, default=4, help="starting points of the latent search (default 4)")
-    p.add_argument("--class", dest="label", type=int, help="class to fill in with (conditional models)")
+    p.add_argument("--steps", type=bounded_int("--steps", 1, MAX_OPTIMIZER_STEPS), default=200, help="optimisation (or resampling) steps (default 200)")
+    p.add_argument("--restarts", type=bounded_int("--restarts", 1, MAX_CLI_RESTARTS), default=4, help="starting points of the latent search (default 4)")
+    p.add_argument("--class", dest="label", type=CLASS_OPTION, help="class to fill in with (conditional models)")
     p.add_argument("-o", "--output", default="inpaint.png", help="PNG: the filled image (one file) or a comparison grid")
 
 
@@ -54,14 +54,15 @@ def run(model, args) -> None:
     mask = make_mask(args.mask, size, shape[1:], generator)
     result = inpaint(model, images, mask, method=args.method, steps=args.steps, restarts=args.restarts,
                      labels=args.label, seed=args.seed)
-    baseline = mean_fill(images, mask)
+    baseline = mean_fill(images, mask, data_range)
     model_psnr, baseline_psnr = masked_psnr(result, images, mask, data_range), masked_psnr(baseline, images, mask, data_range)
     pixels = int(mask.sum())
     what = "against the input's own pixels there" if source == "files" else f"on {len(images)} images of {args.against}"
     print_table(f"inpainting ({args.method}, {pixels} of {shape[1] * shape[2]} pixels masked); PSNR on the masked "
                 f"pixels, {what}",
                 [("model", f"{model_psnr:.2f} dB", f"{model.family}"),
-                 ("mean fill (baseline)", f"{baseline_psnr:.2f} dB", "mean of the known pixels"),
+                 ("mean fill (baseline)", f"{baseline_psnr:.2f} dB",
+                  "mean of the known pixels" if pixels < mask.numel() else "mid-grey: no pixel is known"),
                  ("gain", f"{model_psnr - baseline_psnr:+.2f} dB", "")])
     masked = torch.where(mask.expand_as(images), sum(data_range) / 2, images)  # missing pixels shown mid-grey
     save_result(args.output, source, data_range, result,
@@ -74,7 +75,7 @@ class InpaintForm(FormFields):
     method: Literal["optimize", "resample"] = "optimize"
     steps: int = Field(100, ge=1, le=MAX_INPAINT_STEPS)
     restarts: int = Field(4, ge=1, le=MAX_RESTARTS)
-    class_: int | None = Field(None, alias="class", ge=0, description="class to fill in with (conditional models)")
+    class_: int | None = Field(None, alias="class", ge=0, le=MAX_CLASS, description="class to fill in with (conditional models)")
     seed: int = Seed
     response_format: Literal["b64_json", "png"] = "b64_json"
 

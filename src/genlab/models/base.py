@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import GenlabError
+from ..limits import MAX_SAMPLES
 from ..tensors import eval_mode, rand, randint, randn  # noqa: F401  (the families' helpers, re-exported)
 
 
@@ -110,13 +111,17 @@ class GenerativeModel(nn.Module):
 
     def require(self, capability: str, purpose: str) -> None:
         if capability not in self.capabilities:
-            from ..registry import families_with
+            from ..registry import applications_for, families_with
 
+            can = [f"genlab apply {name}" for name in applications_for(self.data_kind, self.capabilities)]
+            if "sample" in self.capabilities:
+                can.insert(0, "genlab sample")
             having = families_with(capability)
             raise GenlabError(
                 f"{purpose} needs a model with the {capability!r} capability; "
                 f"this {self.family} model does not have it",
-                f"families that have it: {', '.join(having) or '(none yet)'}",
+                (f"this model fits: {', '.join(can)}; " if can else "")
+                + f"families with {capability!r}: {', '.join(having) or '(none yet)'}",
             )
 
     @property
@@ -154,6 +159,7 @@ class ImageConfig:
 
 
 def check_sample_count(n: int) -> int:
-    if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
-        raise GenlabError(f"the number of samples must be a positive integer, got {n!r}", "e.g. -n 64")
+    if not isinstance(n, int) or isinstance(n, bool) or not 0 < n <= MAX_SAMPLES:
+        raise GenlabError(f"the number of samples must be an integer in 1..{MAX_SAMPLES:,}, got {n!r}",
+                          "e.g. -n 64; draw more in several calls with different seeds")
     return n

@@ -27,6 +27,7 @@ import torch
 
 from ..data.music import EventVocabulary, Piece
 from ..errors import GenlabError, warn
+from ..limits import MAX_CLI_NEW_TOKENS
 from ..registry import register_family
 from .base import check_sample_count
 from .rnn import LSTM, LSTMConfig
@@ -105,7 +106,7 @@ def sample_pieces(model, n: int, *, bars: int, generator: torch.Generator | None
         )
     target = prompt_steps + bars * steps_per_bar
     shift_steps = vocabulary.shift_steps().to(model.device)
-    max_new = (target - prompt_steps) * EVENTS_PER_STEP_CAP + 64
+    max_new = min((target - prompt_steps) * EVENTS_PER_STEP_CAP + 64, MAX_CLI_NEW_TOKENS)  # the warning below covers running out
     # The n rows come from the batch below (generate_tokens draws one token per row), not num_return_sequences.
     config = GenerationConfig(max_new_tokens=max_new, temperature=float(temperature), top_p=top_p, seed=seed,
                               suppress_tokens=(vocabulary.START,))

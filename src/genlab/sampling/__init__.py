@@ -13,8 +13,10 @@ beam search, stop strings and streaming, through the models' KV cache.
 """
 
 from .decoding import (
+    MIN_TEMPERATURE,
     GenerationConfig,
     apply_repetition_penalty,
+    apply_temperature,
     apply_top_k,
     apply_top_p,
     beam_search,
@@ -22,11 +24,12 @@ from .decoding import (
     context_start,
     generate_tokens,
     next_token_logits,
+    next_token_probabilities,
 )
 from .text import Continuation, continuations, generate, prompt_tokens, stream
 
 __all__ = [
     "GenerationConfig", "generate", "stream", "generate_tokens", "beam_search", "choose_next_tokens",
-    "next_token_logits", "apply_repetition_penalty", "apply_top_k", "apply_top_p", "context_start",
-    "prompt_tokens", "Continuation", "continuations",
+    "next_token_logits", "next_token_probabilities", "apply_repetition_penalty", "apply_temperature",
+    "apply_top_k", "apply_top_p", "context_start", "prompt_tokens", "Continuation", "continuations", "MIN_TEMPERATURE",
 ]  # fmt: skip

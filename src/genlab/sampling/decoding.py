@@ -16,6 +16,19 @@ Hugging Face `generate`:
 
 and the token is drawn from the softmax of what is left, with a seeded torch.Generator.
 
+Numerical safety. Any setting GenerationConfig accepts gives a valid distribution:
+
+  - a temperature below MIN_TEMPERATURE (1e-4) decodes greedily, exactly like temperature 0:
+    at such temperatures sampling is the argmax anyway unless two logits lie within ~1e-3,
+    and dividing by a smaller number would overflow float32 (1e-300 is 0 in float32)
+  - temperature is applied as (logits - max) / T, the same softmax as logits / T, whose
+    values are <= 0, so it cannot overflow to +inf (very negative ones become -inf: probability 0)
+  - the repetition penalty is computed in float64 and the penalised logits clamped to
+    +-LOGIT_BOUND (1e30), so neither 1e-300 nor 1e300 gives inf or 0 * inf = nan
+  - top-p always keeps the most likely token, whatever p (1e-300 is 0 in float32)
+  - if a row still has no valid distribution after all that (a model that returns nan or
+    +inf logits, every token suppressed) that row falls back to the argmax of the raw logits
+
 Beam search keeps the num_beams sequences with the highest total log-probability (after
 the repetition penalty), expanding each by every token and keeping the best num_beams of
 the results. The sequences have no end token, so all have the same length and need no
@@ -33,6 +46,7 @@ little more context but make every step past the window as slow as no cache at a
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -40,68 +54,126 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import GenlabError
+from ..limits import MAX_BEAMS, MAX_CLI_NEW_TOKENS, MAX_SEED, MAX_TEXT_SAMPLES, check_range
 from ..tensors import eval_mode
+
+MIN_TEMPERATURE = 1e-4  # a temperature below this (0 included) decodes greedily: the argmax
+MAX_TOP_K = 1_000_000  # more than any vocabulary; a top_k of at least the vocabulary keeps every token
+LOGIT_BOUND = 1e30  # penalised logits are clamped to +-this; / MIN_TEMPERATURE it is still finite in float32
+
+
+def _integer(name: str, value, low: int, high: int, hint: str | None = None) -> int:
+    """value as an int in low..high, or a GenlabError naming the option and its bounds."""
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise GenlabError(f"{name} must be an integer in {low:,}..{high:,}, got {value!r}", hint, param=name)
+    value = operator.index(value)
+    check_range(name, value, low, high, hint)
+    return value
+
+
+def _number(name: str, value, hint: str | None = None) -> float:
+    """value as a finite float, or a GenlabError naming the option."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+        raise GenlabError(f"{name} must be a number, got {value!r}", hint, param=name)
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise GenlabError(f"{name} must be a finite number, got {value!r}", hint, param=name) from None
+    if not math.isfinite(number):
+        raise GenlabError(f"{name} must be a finite number, got {value!r}", hint, param=name)
+    return number
 
 
 @dataclass
 class GenerationConfig:
-    max_new_tokens: int = 200
-    temperature: float = 1.0  # 0 = greedy
-    top_k: int | None = None  # keep the k most likely tokens; None = all
+    """What to generate and how. Every field is checked on construction, before any model is
+    loaded or memory allocated: numbers against the bounds in genlab.limits (a GenlabError
+    names the field and its bounds)."""
+
+    max_new_tokens: int = 200  # 1..MAX_CLI_NEW_TOKENS
+    temperature: float = 1.0  # >= 0; 0 (or anything below MIN_TEMPERATURE) = greedy
+    top_k: int | None = None  # keep the k most likely tokens, 1..MAX_TOP_K; None = all
     top_p: float | None = None  # nucleus mass in (0, 1]; None = all
-    repetition_penalty: float = 1.0  # > 1 discourages tokens already in the sequence; 1 = off
-    num_return_sequences: int = 1
-    num_beams: int = 1  # > 1: beam search (deterministic) instead of sampling
+    repetition_penalty: float = 1.0  # > 0; > 1 discourages tokens already in the sequence; 1 = off
+    num_return_sequences: int = 1  # 1..MAX_TEXT_SAMPLES
+    num_beams: int = 1  # 1..MAX_BEAMS; > 1: beam search (deterministic) instead of sampling
     stop: tuple[str, ...] = ()  # text stops before the first of these strings (not included)
-    seed: int = 0
+    seed: int = 0  # 0..MAX_SEED (2^63 - 1)
     use_cache: bool = True  # False re-reads the whole context every step (same tokens, slower)
     suppress_tokens: tuple[int, ...] = ()  # token ids never generated (e.g. a music model's START)
 
     def __post_init__(self):
-        def check(ok: bool, message: str, hint: str | None = None):
+        def check(ok: bool, message: str, hint: str | None = None, param: str | None = None):
             if not ok:
-                raise GenlabError(message, hint)
+                raise GenlabError(message, hint, param=param)
 
-        check(self.max_new_tokens >= 1, f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
-        check(math.isfinite(self.temperature) and self.temperature >= 0,
-              f"temperature must be >= 0, got {self.temperature}",
-              "0 is greedy decoding; 0.7 to 1.0 are typical for sampling")
-        check(self.top_k is None or self.top_k >= 1, f"top_k must be at least 1 (or unset), got {self.top_k}")
-        check(self.top_p is None or (math.isfinite(self.top_p) and 0.0 < self.top_p <= 1.0),
-              f"top_p must be in (0, 1], got {self.top_p}", "e.g. 0.9 or 0.95; 1 keeps every token")
-        check(math.isfinite(self.repetition_penalty) and self.repetition_penalty > 0,
-              f"repetition_penalty must be positive, got {self.repetition_penalty}",
-              "1 is off; 1.1 to 1.3 discourage repeats")
-        check(self.num_return_sequences >= 1, f"num_return_sequences must be at least 1, got {self.num_return_sequences}")
-        check(self.num_beams >= 1, f"num_beams must be at least 1, got {self.num_beams}")
-        check(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
+        self.max_new_tokens = _integer("max_new_tokens", self.max_new_tokens, 1, MAX_CLI_NEW_TOKENS,
+                                       "the number of tokens to generate, e.g. 200")
+        self.temperature = _number("temperature", self.temperature,
+                                   "0 is greedy decoding; 0.7 to 1.0 are typical for sampling")
+        check(self.temperature >= 0, f"temperature must be >= 0, got {self.temperature}",
+              "0 is greedy decoding; 0.7 to 1.0 are typical for sampling", "temperature")
+        if self.top_k is not None:
+            self.top_k = _integer("top_k", self.top_k, 1, MAX_TOP_K, "e.g. 40; leave it unset to keep every token")
+        if self.top_p is not None:
+            self.top_p = _number("top_p", self.top_p, "e.g. 0.9 or 0.95; 1 keeps every token")
+            check(0.0 < self.top_p <= 1.0, f"top_p must be in (0, 1], got {self.top_p}",
+                  "e.g. 0.9 or 0.95; 1 keeps every token", "top_p")
+        self.repetition_penalty = _number("repetition_penalty", self.repetition_penalty,
+                                          "1 is off; 1.1 to 1.3 discourage repeats")
+        check(self.repetition_penalty > 0, f"repetition_penalty must be positive, got {self.repetition_penalty}",
+              "1 is off; 1.1 to 1.3 discourage repeats", "repetition_penalty")
+        self.num_return_sequences = _integer("num_return_sequences", self.num_return_sequences, 1, MAX_TEXT_SAMPLES)
+        self.num_beams = _integer("num_beams", self.num_beams, 1, MAX_BEAMS, "1 samples; 2 to 8 beams are typical")
+        self.seed = _integer("seed", self.seed, 0, MAX_SEED)
         # One string is one stop string; tuple("END") would be three one-letter ones.
         self.stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
-        check(all(isinstance(s, str) and s for s in self.stop), "stop strings must be non-empty strings")
+        check(all(isinstance(s, str) and s for s in self.stop), "stop strings must be non-empty strings", param="stop")
         self.suppress_tokens = tuple(self.suppress_tokens)
-        check(all(isinstance(t, int) and t >= 0 for t in self.suppress_tokens), "suppress_tokens must be token ids >= 0")
+        check(all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in self.suppress_tokens),
+              "suppress_tokens must be token ids >= 0", param="suppress_tokens")
         if self.num_beams > 1:
             check(self.top_k is None and self.top_p is None and self.temperature in (0.0, 1.0),
                   "beam search is deterministic: temperature, top_k and top_p do not apply to it",
                   "drop them, or sample with num_beams=1")
             check(self.num_return_sequences <= self.num_beams,
                   f"beam search returns at most num_beams ({self.num_beams}) sequences, "
-                  f"not {self.num_return_sequences}")
+                  f"not {self.num_return_sequences}", param="num_return_sequences")
         elif self.temperature == 0:
             check(self.num_return_sequences == 1,
                   "greedy decoding (temperature 0) gives one sequence; more would be identical copies",
-                  "sample with a temperature > 0, or use beam search (num_beams) for several deterministic ones")
+                  "sample with a temperature > 0, or use beam search (num_beams) for several deterministic ones",
+                  "num_return_sequences")
+
+    @property
+    def greedy(self) -> bool:
+        """Whether tokens are the argmax (temperature 0, or below MIN_TEMPERATURE) rather than drawn."""
+        return self.temperature < MIN_TEMPERATURE
 
 
 # ----------------------------------------------------------------------------- logits processing
 
 
 def apply_repetition_penalty(logits: torch.Tensor, sequences: torch.Tensor, penalty: float) -> torch.Tensor:
-    """logits [B, V], sequences [B, L] of the tokens so far."""
+    """logits [B, V], sequences [B, L] of the tokens so far. Computed in float64 and clamped to
+    +-LOGIT_BOUND, so any penalty > 0 gives finite logits (-inf ones, suppressed tokens, stay -inf)."""
     if penalty == 1.0:
         return logits
     seen = logits.gather(1, sequences)
-    return logits.scatter(1, sequences, torch.where(seen > 0, seen / penalty, seen * penalty))
+    wide = seen.double()
+    penalised = torch.where(wide > 0, wide / penalty, wide * penalty).clamp(-LOGIT_BOUND, LOGIT_BOUND)
+    penalised = torch.where(torch.isfinite(seen), penalised.to(seen.dtype), seen)
+    return logits.scatter(1, sequences, penalised)
+
+
+def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Logits whose softmax is softmax(logits / T), computed as (logits - max) / T: values <= 0,
+    so no overflow to +inf however small T is (callers decode greedily below MIN_TEMPERATURE)."""
+    if temperature == 1.0:
+        return logits
+    top = logits.amax(dim=-1, keepdim=True)
+    shifted = logits - torch.where(torch.isfinite(top), top, torch.zeros_like(top))  # all -inf rows stay -inf
+    return shifted / temperature
 
 
 def apply_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
@@ -112,15 +184,16 @@ def apply_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def apply_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
-    """Keep the smallest set of most likely tokens with total probability >= p."""
+    """Keep the smallest set of most likely tokens with total probability >= p (never empty)."""
     if p >= 1.0:
         return logits
     sorted_logits, order = logits.sort(dim=-1, descending=True)
     probs = sorted_logits.softmax(dim=-1)
     # A token stays if the tokens ranked above it hold less than p. The top token always
-    # stays (nothing above it), so the nucleus is never empty.
+    # stays: nothing is above it, and it is kept explicitly since a tiny p (1e-300) is 0 in float32.
     mass_above = probs.cumsum(dim=-1) - probs
     drop_sorted = mass_above >= p
+    drop_sorted[:, 0] = False
     drop = drop_sorted.scatter(1, order, drop_sorted)
     return logits.masked_fill(drop, -math.inf)
 
@@ -129,18 +202,28 @@ def suppress(logits: torch.Tensor, tokens: tuple[int, ...]) -> torch.Tensor:
     """Make the given tokens impossible (Hugging Face's suppress_tokens)."""
     if not tokens:
         return logits
+    if max(tokens) >= logits.shape[-1]:
+        raise GenlabError(f"suppress_tokens holds token id {max(tokens)}, but the vocabulary has "
+                          f"{logits.shape[-1]} tokens (ids 0..{logits.shape[-1] - 1})", param="suppress_tokens")
     logits = logits.clone()
     logits[:, list(tokens)] = -math.inf
     return logits
 
 
+def _argmax(logits: torch.Tensor) -> torch.Tensor:
+    """The argmax of each row with nan counting as -inf (torch's argmax would pick a nan)."""
+    return torch.nan_to_num(logits, nan=-math.inf).argmax(dim=-1)
+
+
 def next_token_logits(logits: torch.Tensor, sequences: torch.Tensor, config: GenerationConfig) -> torch.Tensor:
-    """The processed logits [B, V] that the next token is drawn from (steps 1-4 above; suppressed tokens first)."""
+    """The processed logits [B, V] that the next token is drawn from (steps 1-4 above; suppressed tokens
+    first). When greedy they are the penalised logits, not divided by the temperature. Temperature is
+    applied as (logits - max) / T: the same softmax as logits / T, a different offset."""
     logits = apply_repetition_penalty(suppress(logits.float(), config.suppress_tokens), sequences,
                                       config.repetition_penalty)
-    if config.temperature == 0:
+    if config.greedy:
         return logits
-    logits = logits / config.temperature
+    logits = apply_temperature(logits, config.temperature)
     if config.top_k is not None:
         logits = apply_top_k(logits, config.top_k)
     if config.top_p is not None:
@@ -148,13 +231,35 @@ def next_token_logits(logits: torch.Tensor, sequences: torch.Tensor, config: Gen
     return logits
 
 
+def _distribution(logits: torch.Tensor, sequences: torch.Tensor, config: GenerationConfig):
+    """(probabilities [B, V] to draw from, or None when greedy; the greedy tokens [B] for the rows
+    that need them). A row without a valid distribution falls back to the argmax of its raw logits."""
+    if config.greedy:
+        return None, _argmax(next_token_logits(logits, sequences, config))
+    probs = next_token_logits(logits, sequences, config).softmax(dim=-1)
+    invalid = ~torch.isfinite(probs).all(dim=-1) | ~(probs.sum(dim=-1) > 0)
+    if bool(invalid.any()):
+        fallback = _argmax(suppress(logits.float(), config.suppress_tokens))
+        probs = torch.where(invalid[:, None], F.one_hot(fallback, probs.shape[-1]).to(probs.dtype), probs)
+    return probs, None
+
+
+def next_token_probabilities(logits: torch.Tensor, sequences: torch.Tensor, config: GenerationConfig) -> torch.Tensor:
+    """The distribution [B, V] the next token is drawn from (one-hot on the argmax when greedy):
+    softmax(processed logits), always finite and summing to 1."""
+    probs, greedy = _distribution(logits, sequences, config)
+    if probs is None:
+        probs = F.one_hot(greedy, logits.shape[-1]).float()
+    return probs
+
+
 def choose_next_tokens(logits: torch.Tensor, sequences: torch.Tensor, config: GenerationConfig,
                        generator: torch.Generator | None) -> torch.Tensor:
     """One next token per row, [B]: the argmax when greedy, else a draw from the processed distribution."""
-    processed = next_token_logits(logits, sequences, config)
-    if config.temperature == 0:
-        return processed.argmax(dim=-1)
-    return torch.multinomial(processed.softmax(dim=-1), 1, generator=generator).squeeze(1)
+    probs, greedy = _distribution(logits, sequences, config)
+    if probs is None:
+        return greedy
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 
 # ----------------------------------------------------------------------------- the context
@@ -246,6 +351,8 @@ def beam_search(model, prompt: torch.Tensor, config: GenerationConfig) -> tuple[
         for _ in range(config.max_new_tokens):
             logits = apply_repetition_penalty(suppress(next_logits(sequences).float(), config.suppress_tokens), sequences,
                                               config.repetition_penalty)
+            # nan would spread through the scores; +inf would make log_softmax nan.
+            logits = torch.nan_to_num(logits, nan=-math.inf, posinf=LOGIT_BOUND)
             candidates = (scores[:, None] + F.log_softmax(logits, dim=-1)).flatten()
             scores, flat = candidates.topk(beams)
             parents, tokens = flat // logits.shape[1], flat % logits.shape[1]

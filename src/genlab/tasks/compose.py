@@ -43,6 +43,7 @@ import torch
 from ..data.music import Piece, midi_bytes, notes_to_piano_roll, piano_roll_to_notes, read_midi
 from ..errors import GenlabError, warn
 from ..fileio import atomic_write_bytes
+from ..limits import MAX_SEED
 from ..models.events import sample_pieces
 
 DEFAULT_TEMPO = 120.0
@@ -97,7 +98,7 @@ def _check_settings(bars, seed, temperature, top_p, tempo) -> None:
         return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
     check(is_int(bars) and 1 <= bars <= MAX_BARS, f"bars must be an integer in 1..{MAX_BARS}, got {bars!r}", "e.g. --bars 16")
-    check(is_int(seed) and seed >= 0, f"seed must be an integer >= 0, got {seed!r}")
+    check(is_int(seed) and 0 <= seed <= MAX_SEED, f"seed must be an integer in 0..{MAX_SEED:,}, got {seed!r}")
     check(is_number(temperature) and temperature >= 0, f"temperature must be a number >= 0, got {temperature!r}",
           "1.0 is the model's own distribution, lower is safer, 0 is greedy")
     check(top_p is None or (is_number(top_p) and 0 < top_p <= 1), f"top_p must be in (0, 1], got {top_p!r}",

@@ -58,8 +58,13 @@ def encode_codes(model, images: torch.Tensor, step: float) -> torch.Tensor:
     _check(model)
     if not step > 0:
         raise GenlabError(f"the quantisation step must be positive, got {step}", "e.g. --step 0.25")
-    codes = [torch.round(model.encode(x.to(model.device))[0] / step) for x in images.split(BATCH)]
-    return torch.cat(codes).clamp(-MAX_SYMBOL, MAX_SYMBOL).to(torch.int8).cpu()
+    codes = torch.cat([torch.round(model.encode(x.to(model.device))[0] / step) for x in images.split(BATCH)])
+    largest = codes.abs().max().item() if codes.numel() else 0.0
+    if largest > MAX_SYMBOL:  # clipping would decode other images than the codes claim: refuse instead
+        raise GenlabError(f"a quantisation step of {step:g} is too fine for this model: codes reach {largest:,.0f}, "
+                          f"beyond the +-{MAX_SYMBOL} an int8 code holds",
+                          f"use --step {step * largest / MAX_SYMBOL:.3g} or coarser")
+    return codes.to(torch.int8).cpu()
 
 
 @torch.no_grad()
@@ -108,6 +113,10 @@ def compress(model, images: torch.Tensor, entropy_model: EntropyModel) -> dict:
             "png_bits_per_image": png.mean().item(),
             "raw_bits_per_image": 8.0 * values,
             "compression_vs_png": png.mean().item() / max(bits.mean().item(), 1e-9),
+            # the lossless baseline is the smaller of the PNG file and the raw 8-bit pixels (tiny
+            # images: PNG's header and chunk overhead outweigh the pixels)
+            "baseline_bits_per_image": min(png.mean().item(), 8.0 * values),
+            "compression_vs_baseline": min(png.mean().item(), 8.0 * values) / max(bits.mean().item(), 1e-9),
             "psnr": psnr(decoded, images, high - low),
             "bits_per_value": bits.mean().item() / values,
         },

@@ -17,14 +17,16 @@ is then resized):
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import GenlabError, warn
-from ..imageio import display_scale, grid_picture, image_picture, save_grid, save_png
+from ..errors import GenlabError, InputTooLarge, warn
+from ..limits import MAX_FILE_PIXELS
+from ..imageio import display_scale, grid_picture, image_picture, save_grid, save_picture
 
 GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F"}
 MASK_SPECS = "box:LEFT,TOP,WIDTH,HEIGHT, half:top|bottom|left|right, random:FRACTION, or a PNG (white = missing)"
@@ -40,8 +42,15 @@ def _open(source: str | Path | bytes, what: str = "image", name: str | None = No
         if not stream.is_file():
             raise GenlabError(f"no {what} file at {stream}", "pass the path of a PNG or JPEG file")
     try:
-        picture = Image.open(stream)
-        picture.load()  # decode now: a truncated file fails here, not deep inside a conversion
+        with warnings.catch_warnings():  # Pillow's own bomb warning names its install path; the check below is ours
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            picture = Image.open(stream)
+            width, height = picture.size  # from the header: nothing decoded yet
+            if width * height > MAX_FILE_PIXELS:
+                raise InputTooLarge(f"{what} {name} is {width}x{height} pixels, more than the limit of "
+                                    f"{MAX_FILE_PIXELS:,} (decoding it would take {width * height * 4 / 2**30:.1f} GiB)",
+                                    "shrink the image first (the models work at their training size, e.g. 28x28)")
+            picture.load()  # decode now: a truncated file fails here, not deep inside a conversion
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
         raise GenlabError(f"cannot read {what} {name}: not a readable image ({e})",
                           "pass a PNG or JPEG file; the file may be damaged") from None
@@ -158,7 +167,7 @@ def make_mask(spec: str | bytes, size: tuple[int, int], target: tuple[int, int],
 
 def save_image(path: str | Path, image: torch.Tensor, data_range=(0.0, 1.0)) -> Path:
     """One [C, H, W] (or [1, C, H, W]) image as a PNG at its own resolution: the exact result pixels."""
-    return save_png(image_picture(image, data_range), path)
+    return save_picture(image_picture(image, data_range), path)
 
 
 def save_strip(path: str | Path, images: torch.Tensor, data_range=(0.0, 1.0), nrow: int | None = None) -> Path:

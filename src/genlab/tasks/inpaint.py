@@ -41,12 +41,14 @@ METHODS = ("optimize", "resample")
 CHUNK = 256  # images per optimisation batch (times restarts latents)
 
 
-def mean_fill(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The baseline: missing pixels (mask True) set to the mean of the image's known pixels, per channel."""
+def mean_fill(images: torch.Tensor, mask: torch.Tensor, data_range=(0.0, 1.0)) -> torch.Tensor:
+    """The baseline: missing pixels (mask True) set to the mean of the image's known pixels, per
+    channel; where no pixel is known, the middle of the data range (mid-grey)."""
     missing = mask.expand_as(images)
     known = (~missing).to(images.dtype)
     count = known.sum((2, 3), keepdim=True)
     mean = (images * known).sum((2, 3), keepdim=True) / count.clamp_min(1.0)
+    mean = torch.where(count > 0, mean, torch.full_like(mean, sum(data_range) / 2))
     return torch.where(missing, mean.expand_as(images), images)
 
 
@@ -166,7 +168,7 @@ def _optimize(model, decode, encode, images, missing, steps, restarts, lr, pixel
         if encode is not None:
             # Each restart starts at the posterior mean of the mean-filled image (under its own class
             # for a conditional model); all but the first half a prior standard deviation away from it.
-            mu, _ = encode(mean_fill(images, missing).repeat(restarts, 1, 1, 1), labels)
+            mu, _ = encode(mean_fill(images, missing, model.data_range).repeat(restarts, 1, 1, 1), labels)
             mu = mu.view(restarts, n, latent_dim)
             init = mu + 0.5 * noise
             init[0] = mu[0]
@@ -197,7 +199,7 @@ def _resample(model, images, missing, steps, labels, generator):
     if labels is not None and not getattr(model.config, "conditional", False):
         raise GenlabError(f"this {model.family} model is unconditional, so it cannot fill in a given class",
                           "leave out the class")
-    x = mean_fill(images, missing)
+    x = mean_fill(images, missing, model.data_range)
     for _ in range(steps - 1):
         mu, logvar = model.encode(x, labels)
         eps = randn(mu.shape, generator, mu.device)

@@ -103,4 +103,10 @@ def ranks_in_sync(module: torch.nn.Module, info: DistInfo) -> bool:
 
 def shutdown(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
+        # Every rank leaves together: a rank that tears down its gloo connections while the main
+        # rank still writes the model directory can abort ("terminate called without an active exception").
+        try:
+            dist.barrier()
+        except RuntimeError:
+            pass
         dist.destroy_process_group()
