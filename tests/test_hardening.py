@@ -303,3 +303,16 @@ def test_a_gans_end_of_training_line_shows_sample_quality(tmp_path, capsys):
     line = next(line for line in out.splitlines() if line.startswith("sample quality"))
     assert "fd[lenet-digits]" in line and "d_fake" not in out
     assert np.isfinite(json.loads((tmp_path / "gan" / "metrics.json").read_text())["eval"]["samples"]["n"])
+
+
+def test_a_composition_longer_than_the_bound_is_refused_before_composing(tiny_model_dir, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "compose", str(tiny_model_dir), "--bars", "64", "--tempo", "20",
+                           "-o", str(tmp_path / "long.mid"))
+    assert_clean_error(code, err, "768 s", "fewer bars")
+    from genlab.apps.compose import CompositionRequest, check_length
+    from genlab.errors import InputTooLarge
+    from genlab.limits import MAX_HTTP_AUDIO_SECONDS
+
+    request = CompositionRequest(model="m", bars=64, tempo=20)  # the sweep's 90 MB reply: 768 s of audio
+    with pytest.raises(InputTooLarge, match="768 s"):
+        check_length(request.bars, request.tempo, MAX_HTTP_AUDIO_SECONDS)

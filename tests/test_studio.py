@@ -62,6 +62,11 @@ def models_dir(tmp_path_factory) -> Path:
     music (GPT over the events of a few Bach chorales)."""
     root = tmp_path_factory.mktemp("studio-models")
     genlab.train("vae-digits", ["steps=300", *TINY_VAE], out=root / "digits-vae")  # ~1 s; digits, not noise
+    # metrics.json gets an "eval" section: sample metrics beside their floors (the Models tab shows both)
+    genlab.evaluate(root / "digits-vae", n=100, iwae_k=4, progress=False)
+    genlab.train("denoise-mnist", ["data.name=digits", "steps=15", "model.channels=8", "model.depth=2", "batch_size=32",
+                                   "train.progress=false", "train.tensorboard=false", "train.eval_batches=2"],
+                 out=root / "digits-denoiser")
     genlab.train("gpt-shakespeare-char", ["steps=30", *TINY_GPT], out=root / "pydoc-gpt")
     with pytest.MonkeyPatch.context() as patch:  # the parsed chorales are cached under the data root: not ../shared/data
         patch.setenv("GENLAB_DATA_DIR", str(tmp_path_factory.mktemp("music-data")))
@@ -276,7 +281,8 @@ def test_models_tab_lists_models_with_metrics_and_sample_grid(server, browser, m
     open_studio(browser, server)
     browser.find_element(By.ID, "tab-button-models").click()
     rows = browser.find_elements(By.CSS_SELECTOR, "#models-table tbody tr")
-    assert sorted(row.get_attribute("data-model") for row in rows) == ["chorales-gpt", "digits-vae", "pydoc-gpt"]
+    assert sorted(row.get_attribute("data-model") for row in rows) == ["chorales-gpt", "digits-denoiser", "digits-vae",
+                                                                       "pydoc-gpt"]
     next(row for row in rows if row.get_attribute("data-model") == "digits-vae").click()
     metrics = browser.find_element(By.ID, "model-metrics")
     wait_for(browser, lambda d: "iwae_nll" in metrics.text or page_errors(d), "the model's metrics did not appear")
@@ -285,6 +291,20 @@ def test_models_tab_lists_models_with_metrics_and_sample_grid(server, browser, m
     shown = {row.find_elements(By.TAG_NAME, "td")[0].text: row.find_elements(By.TAG_NAME, "td")[1].text
              for row in metrics.find_elements(By.TAG_NAME, "tr")}
     assert float(shown["test.iwae_nll"]) == pytest.approx(written["test"]["iwae_nll"], rel=1e-4)
+    # Each sample metric of `genlab eval` sits beside its floor: metric | model | floor.
+    floors = browser.find_element(By.ID, "model-floors")
+    assert floors.is_displayed()
+    assert [th.text for th in floors.find_elements(By.CSS_SELECTOR, "thead th")] == ["metric", "model", "floor"]
+    evaluated = written["eval"]["samples"]
+    rows = {tr.find_elements(By.TAG_NAME, "td")[0].text: [td.text for td in tr.find_elements(By.TAG_NAME, "td")[1:]]
+            for tr in floors.find_elements(By.CSS_SELECTOR, "tbody tr")}
+    assert set(rows) == {f"eval.samples.{key}" for key in evaluated["metrics"]}
+    for key, value in evaluated["metrics"].items():
+        model_value, floor_value = rows[f"eval.samples.{key}"]
+        assert float(model_value) == pytest.approx(value, rel=1e-4, abs=1e-9)
+        assert float(floor_value) == pytest.approx(evaluated["floor"][key], rel=1e-4, abs=1e-9)
+    assert evaluated["floor_definition"] in browser.find_element(By.ID, "model-floors-note").text
+    assert not any(key.startswith("eval.samples.floor.") for key in shown)  # not repeated in the flat table
     samples = browser.find_element(By.ID, "model-samples")
     wait_for(browser, lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", samples),
              "the sample grid did not load")
@@ -363,3 +383,232 @@ def test_apply_tab_lists_a_plugins_application_and_runs_it_from_a_generated_form
         registry.unregister(registry.DATA_KINDS, "points")
         registry.unregister(registry.APPLICATIONS, "points-stats")
         registry.unregister(registry.FAMILIES, "toy-gaussian")
+
+
+# ----------------------------------------------------------------------------- hardening: inputs, uploads, panels
+
+
+def digit_png(path: Path, index: int) -> Path:
+    """A real 8x8 digit (scikit-learn's embedded copy) as a PNG file."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    Image.fromarray((load_digits().images[index] * 255.0 / 16.0 + 0.5).astype(np.uint8)).save(path)
+    return path
+
+
+def inline_message(driver, input_id: str) -> str:
+    """The message the page shows next to an input it refused ('' when none)."""
+    return driver.execute_script(
+        "const n = document.getElementById(arguments[0] + '-invalid'); return n && !n.hidden ? n.textContent : ''", input_id)
+
+
+def test_out_of_range_inputs_are_marked_before_sending_and_seeds_reach_2_63(server, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    open_studio(browser, server)
+    Select(browser.find_element(By.ID, "generate-model")).select_by_value("digits-vae")
+    requests_before = browser.execute_script("return performance.getEntriesByType('resource').length")
+    set_value(browser, "generate-n", 65)
+    set_value(browser, "generate-seed", 2**63)  # one past the server's bound: the page says so itself
+    browser.find_element(By.ID, "generate-button").click()
+    wait_for(browser, lambda d: inline_message(d, "generate-seed"), "no message next to the seed")
+    assert "9223372036854775807" in inline_message(browser, "generate-seed")
+    assert "64" in inline_message(browser, "generate-n")
+    assert "not sent" in browser.find_element(By.ID, "generate-status").text
+    assert browser.find_element(By.ID, "generate-error").get_attribute("hidden")  # not the API's error box
+    assert browser.execute_script("return performance.getEntriesByType('resource').length") == requests_before
+    # Fixed: the marks go as the value is edited, and the largest seed is sent digit for digit.
+    set_value(browser, "generate-n", 4)
+    assert inline_message(browser, "generate-n") == ""
+    set_value(browser, "generate-seed", 2**63 - 1)
+    browser.find_element(By.ID, "generate-button").click()
+    wait_for(browser, lambda d: d.find_element(By.ID, "generate-grid").get_attribute("data-count") == "4" or page_errors(d),
+             "no grid for the largest seed")
+    assert not page_errors(browser)
+    shown = [i.get_attribute("src").removeprefix("data:image/png;base64,")
+             for i in browser.find_elements(By.CSS_SELECTOR, "#generate-grid img")]
+    direct = httpx.post(f"{server}/v1/images/generations", timeout=WAIT_S,
+                        json={"model": "digits-vae", "n": 4, "seed": 2**63 - 1, "response_format": "b64_json"}).json()
+    assert shown == [item["b64_json"] for item in direct["data"]]
+    nearby = httpx.post(f"{server}/v1/images/generations", timeout=WAIT_S,  # 2^63-1 as a double would be 2^63
+                        json={"model": "digits-vae", "n": 4, "seed": 2**63 - 2, "response_format": "b64_json"}).json()
+    assert shown != [item["b64_json"] for item in nearby["data"]]
+    # The music panel's new controls are checked the same way.
+    browser.find_element(By.ID, "tab-button-music").click()
+    set_value(browser, "music-top-p", 1.5)
+    browser.find_element(By.ID, "music-button").click()
+    wait_for(browser, lambda d: inline_message(d, "music-top-p"), "no message next to top_p")
+    assert "1" in inline_message(browser, "music-top-p") and not browser.find_element(By.ID, "music-result").is_displayed()
+    set_value(browser, "music-top-p", "")
+
+
+def test_large_uploads_are_shrunk_in_the_page_and_denoise_shows_noisy_beside_clean(server, browser, tmp_path):
+    import numpy as np
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    open_studio(browser, server)
+    big = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (600, 1000, 3), dtype=np.uint8)).save(big)
+    browser.find_element(By.ID, "edit-upload").send_keys(str(big))
+    wait_for(browser, lambda d: "512x307" in d.find_element(By.ID, "edit-source").text, "the large upload was not shrunk")
+    assert "shrunk in the page from 1000x600" in browser.find_element(By.ID, "edit-source").text
+    assert browser.execute_script("return [edit.width, edit.height, edit.file.type, edit.file.size < 4 << 20]") == \
+        [512, 307, "image/png", True]
+
+    # Denoise with added noise: noisy | denoised | clean, the API's own pictures, in labelled columns.
+    digit = digit_png(tmp_path / "digit.png", 3)
+    browser.find_element(By.ID, "edit-upload").send_keys(str(digit))
+    wait_for(browser, lambda d: "8x8" in d.find_element(By.ID, "edit-source").text, "the digit did not load")
+    Select(browser.find_element(By.ID, "denoise-model")).select_by_value("digits-denoiser")
+    set_value(browser, "denoise-noise", "gaussian:0.3")
+    browser.find_element(By.ID, "denoise-button").click()
+    compare = browser.find_element(By.ID, "denoise-compare")
+    wait_for(browser, lambda d: compare.is_displayed() or page_errors(d, "#edit-error"), "no denoise comparison appeared")
+    assert not page_errors(browser, "#edit-error")
+    columns = compare.find_elements(By.TAG_NAME, "figure")
+    assert [c.get_attribute("data-column") for c in columns] == ["noisy", "denoised", "clean"]
+    assert [c.find_element(By.TAG_NAME, "figcaption").text for c in columns] == ["noisy", "denoised", "clean"]
+    direct = httpx.post(f"{server}/v1/images/denoise", timeout=WAIT_S, data={"model": "digits-denoiser", "noise": "gaussian:0.3"},
+                        files={"image": ("digit.png", digit.read_bytes(), "image/png")}).json()
+    noisy_src = columns[0].find_element(By.TAG_NAME, "img").get_attribute("src")
+    assert noisy_src == f"data:image/png;base64,{direct['noisy_b64_json']}"
+    denoised = browser.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        fetch(arguments[0]).then(r => r.arrayBuffer()).then(b => done(Array.from(new Uint8Array(b))));""",
+        columns[1].find_element(By.TAG_NAME, "img").get_attribute("src"))
+    assert bytes(denoised) == base64.b64decode(direct["data"][0]["b64_json"])
+    assert "PSNR" in browser.find_element(By.ID, "edit-result-caption").text
+    save_full_page(browser, tmp_path / "studio-denoise.png")
+
+
+def test_music_tab_continues_a_prompt_midi_in_a_key_with_top_p(server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    opening = httpx.post(f"{server}/v1/music/compositions", timeout=WAIT_S,
+                         json={"model": "chorales-gpt", "bars": 1, "seed": 1, "response_format": "midi"}).content
+    prompt = tmp_path / "opening.mid"
+    prompt.write_bytes(opening)
+    open_studio(browser, server)
+    browser.find_element(By.ID, "tab-button-music").click()
+    Select(browser.find_element(By.ID, "music-model")).select_by_value("chorales-gpt")
+    set_value(browser, "music-bars", 1)
+    set_value(browser, "music-seed", 2)
+    set_value(browser, "music-top-p", 0.9)
+    set_value(browser, "music-key", "D minor")
+    browser.find_element(By.ID, "music-prompt").send_keys(str(prompt))
+    browser.find_element(By.ID, "music-button").click()
+    summary = browser.find_element(By.ID, "music-summary")
+    wait_for(browser, lambda d: "opening.mid" in summary.text or page_errors(d), "the continuation did not appear")
+    assert not page_errors(browser)
+    direct = httpx.post(f"{server}/v1/music/compositions", timeout=WAIT_S, json={
+        "model": "chorales-gpt", "bars": 1, "seed": 2, "temperature": 1.0, "top_p": 0.9, "key": "D minor",
+        "prompt_midi": base64.b64encode(opening).decode()}).json()
+    midi = browser.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        fetch(arguments[0]).then(r => r.arrayBuffer()).then(b => done(Array.from(new Uint8Array(b))));""",
+        browser.find_element(By.ID, "music-midi").get_attribute("href"))
+    assert bytes(midi) == base64.b64decode(direct["midi_b64"])
+    assert "D minor" in summary.text and "top_p 0.9" in summary.text
+    roll = browser.find_element(By.ID, "music-roll")
+    assert roll.get_attribute("src") == f"data:image/png;base64,{direct['piano_roll_png_b64']}"
+    # A prompt over the 1 MiB limit is refused next to the control.
+    (tmp_path / "huge.mid").write_bytes(b"MThd" + bytes(1 << 20))
+    browser.find_element(By.ID, "music-prompt").send_keys(str(tmp_path / "huge.mid"))
+    browser.find_element(By.ID, "music-button").click()
+    wait_for(browser, lambda d: inline_message(d, "music-prompt"), "no message next to the prompt file")
+    assert "1,048,576" in inline_message(browser, "music-prompt")
+    save_full_page(browser, tmp_path / "studio-music-prompt.png")
+
+
+def run_apply(driver, name: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    entry = f"#applications-list li[data-application='{name}'] button"
+    wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, entry), f"{name} is not listed")
+    driver.find_element(By.CSS_SELECTOR, entry).click()
+    wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#apply-form select[name='model'] option[value='digits-vae']"),
+             f"the {name} form has no model to pick")
+
+
+def apply_field(driver, name: str):
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.CSS_SELECTOR, f"#apply-form [name='{name}']")
+
+
+def test_interpolate_traverse_and_compress_run_from_the_apply_tab(server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    a, b = digit_png(tmp_path / "a.png", 0), digit_png(tmp_path / "b.png", 1)
+    open_studio(browser, server)
+    browser.find_element(By.ID, "tab-button-apply").click()
+    run_apply(browser, "interpolate")
+    files = apply_field(browser, "image")
+    assert files.get_attribute("multiple") == "true"
+    files.send_keys(str(a))  # one image: the page asks for two before sending
+    steps = apply_field(browser, "steps")
+    assert steps.get_attribute("max") == "256"
+    steps.clear()
+    steps.send_keys("300")
+    browser.find_element(By.ID, "apply-button").click()
+    wait_for(browser, lambda d: inline_message(d, "image") and inline_message(d, "steps"), "the bad fields were not marked")
+    assert "exactly 2" in inline_message(browser, "image") and "256" in inline_message(browser, "steps")
+    browser.execute_script("arguments[0].value = ''", files)
+    files.send_keys(f"{a}\n{b}")
+    steps.clear()
+    steps.send_keys("4")
+    Select(apply_field(browser, "method")).select_by_value("linear")
+    browser.find_element(By.ID, "apply-button").click()
+    frames = "#apply-images .frames img"
+    wait_for(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, frames)) == 4 or page_errors(d), "no frames shown")
+    assert not page_errors(browser)
+    direct = httpx.post(f"{server}/v1/images/interpolate", timeout=WAIT_S,
+                        data={"model": "digits-vae", "steps": "4", "method": "linear"},
+                        files=[("image", ("a.png", a.read_bytes(), "image/png")),
+                               ("image", ("b.png", b.read_bytes(), "image/png"))]).json()
+    shown = [i.get_attribute("src") for i in browser.find_elements(By.CSS_SELECTOR, frames)]
+    assert shown == [f"data:image/png;base64,{item['b64_json']}" for item in direct["data"]]
+    gif = browser.find_element(By.CSS_SELECTOR, "#apply-images figure[data-field='gif_b64_json'] img")
+    assert gif.get_attribute("src") == f"data:image/gif;base64,{direct['gif_b64_json']}"
+    assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", gif) == 64
+    assert "(picture below)" in browser.find_element(By.ID, "apply-result").text
+
+    # Traverse from z = 0 (no image): one row of `steps` frames per dimension, each captioned.
+    run_apply(browser, "traverse")
+    for name, value in (("dims", "2"), ("steps", "3"), ("span", "0")):
+        apply_field(browser, name).clear()
+        apply_field(browser, name).send_keys(value)
+    browser.find_element(By.ID, "apply-button").click()
+    wait_for(browser, lambda d: inline_message(d, "span"), "span 0 was not marked (the bound is exclusive)")
+    apply_field(browser, "span").clear()
+    apply_field(browser, "span").send_keys("2")
+    browser.find_element(By.ID, "apply-button").click()
+    wait_for(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, frames)) == 6 or page_errors(d), "no traversal shown")
+    captions = [c.text for c in browser.find_elements(By.CSS_SELECTOR, "#apply-images .frames figcaption")]
+    assert captions[:3] == ["dim 0 · value -2", "dim 0 · value 0", "dim 0 · value 2"]
+
+    # Compress: the decoded image with its size in bits beside PNG's.
+    run_apply(browser, "compress")
+    apply_field(browser, "image").send_keys(str(a))
+    apply_field(browser, "step").clear()
+    apply_field(browser, "step").send_keys("0.5")
+    browser.find_element(By.ID, "apply-button").click()
+    wait_for(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, frames)) == 1 or page_errors(d), "no decoded image")
+    assert not page_errors(browser)
+    result = json.loads(browser.find_element(By.ID, "apply-result").text)
+    assert result["step"] == 0.5 and result["n"] == 1 and result["raw_bits_per_image"] == 512
+    caption = browser.find_element(By.CSS_SELECTOR, "#apply-images .frames figcaption").text
+    assert "bits" in caption and "png_bits" in caption and "a.png" in caption
+    save_full_page(browser, tmp_path / "studio-apply-compress.png")
+    run_apply(browser, "interpolate")  # the interpolation again, for the screenshot of the whole page
+    apply_field(browser, "image").send_keys(f"{a}\n{b}")
+    browser.find_element(By.ID, "apply-button").click()
+    wait_for(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, frames)) == 10 or page_errors(d), "no frames shown")
+    save_full_page(browser, tmp_path / "studio-apply-interpolate.png")

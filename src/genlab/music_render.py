@@ -9,8 +9,9 @@ scaled by velocity; the mix is normalised to a peak of 0.8. Either way the WAV i
 and exactly as long as the piece (its length in steps at the tempo), so it lines up with
 the MIDI file; the last 20 ms fade out rather than click.
 
-Picture. Time runs left to right (bar lines in grey), pitch bottom to top (C rows shaded),
-one rectangle per note, coloured by voice.
+Picture. Time runs left to right (bar lines in grey), pitch bottom to top (C rows shaded and
+named on the axis at the left: C4 is middle C, MIDI 60), one rectangle per note, coloured by
+voice; a dark vertical line marks where a prompt ends.
 """
 
 from __future__ import annotations
@@ -137,8 +138,21 @@ def render_wav(piece: Piece, tempo: float = 120.0, renderer: str = "auto",
 VOICE_COLOURS = ((214, 69, 65), (66, 133, 214), (70, 170, 90), (230, 160, 40), (150, 90, 200))
 
 
-def piano_roll_png(piece: Piece, pixels_per_step: int | None = None, pixels_per_pitch: int = 5) -> bytes:
-    """A PNG of the piece's notes."""
+NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+AXIS_WIDTH = 30  # pixels left of the roll for the pitch axis
+PROMPT_COLOUR = (20, 20, 20)
+
+
+def note_name(pitch: int) -> str:
+    """MIDI pitch -> scientific pitch notation: 60 -> C4 (middle C), 69 -> A4."""
+    return f"{NOTE_NAMES[pitch % 12]}{pitch // 12 - 1}"
+
+
+def piano_roll_png(piece: Piece, pixels_per_step: int | None = None, pixels_per_pitch: int = 5,
+                   prompt_end: int | None = None) -> bytes:
+    """A PNG of the piece's notes, with a pitch axis on the left (every C named: C3, C4 = middle C,
+    C5, ...) and, when `prompt_end` (a step) is given, a vertical line where the prompt ends and the
+    model's own music begins."""
     from PIL import Image, ImageDraw
 
     if len(piece):
@@ -148,24 +162,40 @@ def piano_roll_png(piece: Piece, pixels_per_step: int | None = None, pixels_per_
     steps = max(piece.length, 1)
     if pixels_per_step is None:
         pixels_per_step = int(np.clip(1600 // steps, 1, 12))
-    width, height = steps * pixels_per_step, (high - low + 1) * pixels_per_pitch
+    roll_width, height = steps * pixels_per_step, (high - low + 1) * pixels_per_pitch
+    left = AXIS_WIDTH
+    width = left + roll_width
     image = Image.new("RGB", (width, height), (250, 250, 250))
     draw = ImageDraw.Draw(image)
 
     def row_top(pitch: int) -> int:
         return (high - pitch) * pixels_per_pitch
 
+    named = [pitch for pitch in range(low, high + 1) if pitch % 12 == 0] or [(low + high) // 2]
     for pitch in range(low, high + 1):
         if pitch % 12 == 0:  # the Cs, to read octaves by
-            draw.rectangle([0, row_top(pitch), width - 1, row_top(pitch) + pixels_per_pitch - 1], fill=(232, 232, 240))
+            draw.rectangle([left, row_top(pitch), width - 1, row_top(pitch) + pixels_per_pitch - 1], fill=(232, 232, 240))
+    draw.rectangle([0, 0, left - 1, height - 1], fill=(255, 255, 255))
+    draw.line([left - 1, 0, left - 1, height - 1], fill=(150, 150, 150))
+    for pitch in named:
+        middle = row_top(pitch) + pixels_per_pitch // 2
+        draw.line([left - 4, middle, left - 1, middle], fill=(90, 90, 90))  # a tick at the row
+        text_top = int(np.clip(middle - 5, 0, max(0, height - 11)))
+        draw.text((2, text_top), note_name(pitch), fill=(60, 60, 60))
     bar = max(piece.steps_per_bar, 1)
     for step in range(0, steps + 1, bar):
-        x = min(step * pixels_per_step, width - 1)
+        x = min(left + step * pixels_per_step, width - 1)
         draw.line([x, 0, x, height - 1], fill=(190, 190, 190))
     for pitch, start, end, voice in zip(piece.pitch, piece.start, piece.end, piece.voice):
         colour = VOICE_COLOURS[int(voice) % len(VOICE_COLOURS)]
-        draw.rectangle([start * pixels_per_step, row_top(pitch), max(start * pixels_per_step, end * pixels_per_step - 2),
+        x0 = left + start * pixels_per_step
+        draw.rectangle([x0, row_top(pitch), max(x0, left + end * pixels_per_step - 2),
                         row_top(pitch) + pixels_per_pitch - 2], fill=colour)
+    if prompt_end is not None and 0 < prompt_end <= steps:
+        x = min(left + int(prompt_end) * pixels_per_step, width - 1)
+        draw.line([x - 1, 0, x - 1, height - 1], fill=PROMPT_COLOUR, width=2)
+        if x - left >= 40:  # room for the word left of the line
+            draw.text((x - 40, 1), "prompt", fill=PROMPT_COLOUR)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()

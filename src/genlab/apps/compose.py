@@ -12,9 +12,10 @@ from typing import Literal
 from pydantic import Field
 
 from ..errors import GenlabError, InputTooLarge
-from ..limits import (MAX_BARS, MAX_PROMPT_MIDI_BYTES, MAX_TEMPO, MIN_TEMPO, SEED_OPTION, ModelName, Seed, Strict, bounded_float, bounded_int)
+from ..limits import (MAX_AUDIO_SECONDS, MAX_BARS, MAX_HTTP_AUDIO_SECONDS, MAX_PROMPT_MIDI_BYTES, MAX_TEMPO, MIN_TEMPO,
+                      SEED_OPTION, ModelName, Seed, Strict, bounded_float, bounded_int)
 from ..registry import Application, FileReply, HttpRoute, register_application
-from ..tasks.compose import compose
+from ..tasks.compose import DEFAULT_TEMPO, compose
 from .common import b64
 
 EXAMPLES = """examples:
@@ -46,15 +47,27 @@ def add_arguments(p) -> None:
 
 
 def check_arguments(args) -> None:
-    """Before the model loads: the output must be a MIDI file name."""
+    """Before the model loads: the output must be a MIDI file name, the piece of a bounded length."""
     if not args.output.lower().endswith((".mid", ".midi")):
         raise GenlabError(f"-o {args.output} is not a MIDI file name", "name it NAME.mid; NAME.wav and NAME.png go beside it")
+    check_length(args.bars, args.tempo, MAX_AUDIO_SECONDS)
+
+
+def check_length(bars: int, tempo: float | None, limit_s: float, seconds: float | None = None) -> None:
+    """Refuse a piece longer than limit_s seconds (its WAV grows with the seconds, not the notes):
+    from bars and tempo before composing, or from the finished piece's `seconds` (a prompt adds bars)."""
+    seconds = seconds if seconds is not None else bars * 4 * 60.0 / (tempo or DEFAULT_TEMPO)
+    if seconds > limit_s:
+        raise InputTooLarge(f"{bars} bars at {tempo or DEFAULT_TEMPO:g} bpm last {seconds:.0f} s, more than the "
+                            f"{limit_s:.0f} s a composition may last here", "use fewer bars or a faster tempo",
+                            param="bars")
 
 
 def run(model, args) -> None:
     check_arguments(args)
     composition = compose(model, bars=args.bars, seed=args.seed, temperature=args.temperature, top_p=args.top_p,
                           tempo=args.tempo, key=args.key, prompt_midi=args.prompt, renderer=args.renderer)
+    check_length(args.bars, args.tempo, MAX_AUDIO_SECONDS, composition.seconds)  # a prompt adds its bars
     midi, wav, png = composition.save(args.output)
     prompt = f" after {composition.prompt_bars:.1f} bars of prompt" if args.prompt else ""
     key = f", moved {composition.transposed_by:+d} semitones into {composition.key}" if composition.key else ""
@@ -97,9 +110,11 @@ def serve(model, body: CompositionRequest, files: dict):
     """{id, object: "music.composition", bars, seconds, notes, midi_b64, wav_b64, piano_roll_png_b64},
     or the one file response_format names."""
     midi = _prompt_bytes(body.prompt_midi)
+    check_length(body.bars, body.tempo, MAX_HTTP_AUDIO_SECONDS)
     model.require("compose", "music composition")
     composition = compose(model, bars=body.bars, seed=body.seed, temperature=body.temperature, top_p=body.top_p,
                           tempo=body.tempo, key=body.key, prompt_midi=midi)
+    check_length(body.bars, body.tempo, MAX_HTTP_AUDIO_SECONDS, composition.seconds)  # with the prompt's bars
     files = {"midi": (composition.midi, "audio/midi", "mid"), "wav": (composition.wav, "audio/wav", "wav"),
              "png": (composition.piano_roll_png, "image/png", "png")}
     if body.response_format in files:

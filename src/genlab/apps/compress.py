@@ -4,11 +4,13 @@ of the decoded image."""
 from __future__ import annotations
 
 import numpy as np
+from pydantic import Field
 
 from ..errors import GenlabError
-from ..registry import Application, register_application
-from ..tasks.compress import compress, fit_entropy_model
-from .common import add_inputs, image_files, input_source, print_table, write_output
+from ..limits import MAX_COMPRESS_FIT_IMAGES, MAX_COMPRESS_IMAGES, MAX_COMPRESS_STEP, MIN_COMPRESS_STEP, FormFields, Seed
+from ..registry import Application, HttpRoute, register_application
+from ..tasks.compress import compress, fit_entropy_model, png_bits
+from .common import add_inputs, b64, image_files, image_model, input_source, load_uploads, print_table, write_output
 
 EXAMPLES = """examples:
   genlab apply compress runs/vae-mnist-... --against mnist:test -n 1000 --step 0.25
@@ -52,6 +54,40 @@ def run(model, args) -> None:
         print(f"wrote {save_strip(args.decoded, result['decoded'], data_range)}")
 
 
+class CompressForm(FormFields):
+    step: float = Field(0.25, ge=MIN_COMPRESS_STEP, le=MAX_COMPRESS_STEP, description="quantisation step of the latent code")
+    fit_n: int = Field(1000, ge=1, le=MAX_COMPRESS_FIT_IMAGES,
+                       description="training images the code histograms are fitted on")
+    seed: int = Seed
+
+
+def serve(model, form: CompressForm, files: dict):
+    """{model, step, n, latent_dims, bits_per_image, png_bits_per_image, raw_bits_per_image, compression_vs_png,
+    psnr_db, bits_per_value, data: [{b64_json (the decoded image), filename, bits, png_bits, raw_bits}]}.
+    The code histograms are fitted on `fit_n` of the model's training images (a seeded subset), as
+    `genlab apply compress --fit-n` does."""
+    from ..imageio import image_picture, png_bytes
+    from ..metrics.image import mean_psnr
+    from ..tasks.images import dataset_images
+
+    model.require("encode", "latent-code compression")
+    uploads = files["image"]
+    data_range = model.data_range
+    images, _ = load_uploads(uploads, tuple(model.config.input_shape), data_range)
+    train_images, _ = dataset_images(model, "train", form.fit_n, form.seed)
+    entropy_model = fit_entropy_model(model, train_images, form.step)
+    result = compress(model, images, entropy_model)
+    metrics = dict(result["metrics"])
+    # floored (mean_psnr): an exactly reproduced image would give inf, which JSON cannot carry
+    metrics["psnr_db"] = mean_psnr(result["decoded"], images, data_range[1] - data_range[0])
+    del metrics["psnr"]
+    bits, png = entropy_model.bits(result["codes"]).tolist(), png_bits(images, data_range).tolist()
+    items = [{"b64_json": b64(png_bytes(image_picture(decoded, data_range))), "filename": upload.filename,
+              "bits": b, "png_bits": p, "raw_bits": metrics["raw_bits_per_image"]}
+             for decoded, upload, b, p in zip(result["decoded"], uploads, bits, png)]
+    return {"model": form.model, **metrics, "fit_n": len(train_images), "data": items}
+
+
 COMPRESS = register_application(Application(
     name="compress",
     summary="encode images to quantised latent codes; bits per image vs PNG and PSNR of the decoded image",
@@ -60,4 +96,10 @@ COMPRESS = register_application(Application(
     run=run,
     capability="encode",
     function=compress,
+    http=HttpRoute("/v1/images/compress", "encode images to quantised latent codes: bits vs PNG and raw, PSNR, "
+                   "the decoded images", CompressForm, serve,
+                   serves=lambda kind, caps: image_model(kind, caps) and {"encode", "decode"} <= caps
+                   and "conditional" not in caps,
+                   files={"image": "many"}, max_files=MAX_COMPRESS_IMAGES),
+    studio=True,
 ))

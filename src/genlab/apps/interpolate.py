@@ -3,12 +3,19 @@ PNG strip and an animated GIF."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
+from typing import Literal
 
-from ..errors import GenlabError
-from ..registry import Application, register_application
+import torch
+from pydantic import Field
+
+from ..errors import GenlabError, InvalidInput
+from ..imageio import display_scale, grid_picture, image_picture, png_bytes
+from ..limits import MAX_CLASS, MAX_PATH_STEPS, FormFields
+from ..registry import Application, HttpRoute, register_application
 from ..tasks.interpolate import interpolate
-from .common import add_inputs, image_files, input_source
+from .common import add_inputs, b64, image_files, image_model, input_source, load_uploads
 
 EXAMPLES = """examples:
   genlab apply interpolate runs/vae-mnist-... a.png b.png --steps 10 -o path.png --gif path.gif
@@ -50,6 +57,49 @@ def run(model, args) -> None:
     print(f"{args.method} interpolation, {args.steps} steps: wrote {strip} and {gif}")
 
 
+# ----------------------------------------------------------------------------- HTTP
+
+
+def gif_bytes(frames: list[torch.Tensor], data_range=(0.0, 1.0), nrow: int | None = None, duration_ms: int = 120,
+              bounce: bool = True) -> bytes:
+    """The animated GIF genlab.tasks.images.save_gif writes (same pictures, scale and bounce), in memory."""
+    scale = display_scale(frames[0].shape[-2])
+    pictures = [grid_picture(f, data_range, nrow, scale, padding=1 if len(f) > 1 else 0) for f in frames]
+    if bounce and len(pictures) > 2:
+        pictures = pictures + pictures[-2:0:-1]
+    buffer = io.BytesIO()
+    pictures[0].save(buffer, format="GIF", save_all=True, append_images=pictures[1:], duration=duration_ms, loop=0)
+    return buffer.getvalue()
+
+
+def frame_items(images: torch.Tensor, data_range) -> list[dict]:
+    """[N, C, H, W] images as [{b64_json}], each a PNG at its own resolution (the exact pixels)."""
+    return [{"b64_json": b64(png_bytes(image_picture(image, data_range)))} for image in images]
+
+
+class InterpolateForm(FormFields):
+    steps: int = Field(10, ge=2, le=MAX_PATH_STEPS, description="images along the path, ends included")
+    method: Literal["slerp", "linear"] = "slerp"
+    class_: int | None = Field(None, alias="class", ge=0, le=MAX_CLASS, description="class (conditional models)")
+
+
+def serve(model, form: InterpolateForm, files: dict):
+    """{model, method, steps, width, height, data: [{b64_json}] (the frames, first = the first image's
+    decoding), gif_b64_json (the animated GIF)}: exactly two images, sent as two `image` fields."""
+    uploads = files["image"]
+    if len(uploads) != 2:
+        raise InvalidInput(f"interpolation needs exactly two images, got {len(uploads)}",
+                           "send two image fields, e.g. -F image=@a.png -F image=@b.png", param="image")
+    model.require("encode", "latent interpolation between images")
+    data_range = model.data_range
+    pair, _ = load_uploads(uploads, tuple(model.config.input_shape), data_range)
+    frames = interpolate(model, pair[:1], pair[1:], steps=form.steps, method=form.method, label=form.class_)
+    return {"model": form.model, "method": form.method, "steps": form.steps,
+            "width": int(frames.shape[-1]), "height": int(frames.shape[-2]), "nrow": form.steps,
+            "data": frame_items(frames, data_range),
+            "gif_b64_json": b64(gif_bytes([f[None] for f in frames], data_range))}
+
+
 INTERPOLATE = register_application(Application(
     name="interpolate",
     summary="decode a latent path between two images (linear or slerp): PNG strip and animated GIF",
@@ -58,4 +108,8 @@ INTERPOLATE = register_application(Application(
     run=run,
     capability="encode",
     function=interpolate,
+    http=HttpRoute("/v1/images/interpolate", "decode a latent path between two images: frames and an animated GIF",
+                   InterpolateForm, serve, serves=lambda kind, caps: image_model(kind, caps) and "encode" in caps,
+                   files={"image": "many"}, max_files=2),
+    studio=True,
 ))

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..registry import Application, register_application
+from pydantic import Field
+
+from ..limits import MAX_CLASS, MAX_PATH_STEPS, MAX_TRAVERSE_DIMS, MAX_TRAVERSE_SPAN, FormFields
+from ..registry import Application, HttpRoute, register_application
 from ..tasks.interpolate import traverse
-from .common import add_inputs, input_source
+from .common import add_inputs, b64, image_model, input_source, load_uploads
+from .interpolate import frame_items, gif_bytes
 
 EXAMPLES = """examples:
   genlab apply traverse runs/vae-mnist-... digit.png --dims 8 --span 3 -o traverse.png --gif traverse.gif
@@ -43,6 +47,35 @@ def run(model, args) -> None:
           f"and {gif}")
 
 
+class TraverseForm(FormFields):
+    dims: int = Field(8, ge=1, le=MAX_TRAVERSE_DIMS, description="dimensions to traverse, most informative first")
+    span: float = Field(3.0, gt=0, le=MAX_TRAVERSE_SPAN, description="from -span to +span prior standard deviations")
+    steps: int = Field(9, ge=2, le=MAX_PATH_STEPS, description="values per dimension")
+    class_: int | None = Field(None, alias="class", ge=0, le=MAX_CLASS, description="class (conditional models)")
+
+
+def serve(model, form: TraverseForm, files: dict):
+    """{model, dims: [traversed dimensions], span, steps, nrow, width, height, data: [{b64_json, dim, value}]
+    (row by row: one row of `steps` frames per dimension), gif_b64_json}; from the optional image's code,
+    else from z = 0."""
+    import torch
+
+    model.require("decode", "latent traversal")
+    data_range = model.data_range
+    upload = files.get("image")
+    images = None if upload is None else load_uploads([upload], tuple(model.config.input_shape), data_range)[0]
+    grid, dims = traverse(model, images, dims=form.dims, span=form.span, steps=form.steps, label=form.class_)
+    values = torch.linspace(-form.span, form.span, form.steps).tolist()
+    items = frame_items(grid.flatten(0, 1), data_range)
+    for i, item in enumerate(items):
+        row, column = divmod(i, form.steps)
+        item.update(dim=dims[row], value=values[column])
+    return {"model": form.model, "dims": dims, "span": form.span, "steps": form.steps, "nrow": form.steps,
+            "start": "image" if images is not None else "z = 0",
+            "width": int(grid.shape[-1]), "height": int(grid.shape[-2]), "data": items,
+            "gif_b64_json": b64(gif_bytes([grid[:, j] for j in range(grid.shape[1])], data_range, nrow=len(dims)))}
+
+
 TRAVERSE = register_application(Application(
     name="traverse",
     summary="vary one latent dimension at a time: PNG grid and animated GIF",
@@ -51,4 +84,8 @@ TRAVERSE = register_application(Application(
     run=run,
     capability="decode",
     function=traverse,
+    http=HttpRoute("/v1/images/traverse", "vary one latent dimension at a time: frames and an animated GIF",
+                   TraverseForm, serve, serves=lambda kind, caps: image_model(kind, caps) and "decode" in caps,
+                   files={"image": "optional"}),
+    studio=True,
 ))

@@ -192,8 +192,10 @@ def compose(model, *, bars: int = 16, seed: int = 0, temperature: float = 1.0, t
     if not len(piece):
         warn("the model drew no notes: the piece is silent (an undertrained model, or too low a temperature?)")
     wav, used = render_wav(piece, tempo, renderer)
+    prompt_end = prompt.length if prompt is not None else None  # in the piece's steps: marked on the piano roll
     return Composition(
-        midi=midi_bytes(piece, tempo), wav=wav, piano_roll_png=piano_roll_png(piece), seconds=piece.seconds(tempo),
+        midi=midi_bytes(piece, tempo), wav=wav, piano_roll_png=piano_roll_png(piece, prompt_end=prompt_end),
+        seconds=piece.seconds(tempo),
         notes=len(piece), piece=piece, tempo=tempo, key=key_name(*target_key) if target_key else None,
         transposed_by=shift, renderer=used, bars=bars,
         prompt_bars=(prompt.length / piece.steps_per_bar) if prompt is not None else 0.0,

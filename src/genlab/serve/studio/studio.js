@@ -11,6 +11,17 @@ const $ = (id) => document.getElementById(id);
 // ----------------------------------------------------------------------------- talking to the API
 
 class ApiError extends Error {}
+// An input the page refused before sending: its message is already shown next to the control.
+class InputError extends Error {}
+
+// Seeds. The server takes 0..2^63-1 (genlab.limits.MAX_SEED), beyond the integers a JavaScript
+// number holds exactly (2^53), so the page never turns a seed into a Number: it is read from its
+// input as text, checked with BigInt (the browser's own max check compares doubles, for which
+// 2^63 and 2^63-1 are the same number) and written into JSON bodies as the very digits typed
+// (jsonBody); multipart forms send it as text anyway. A seed typed in the page therefore gives
+// the same result as the same seed sent with curl or Python.
+const MAX_SEED = 9223372036854775807n;
+const MAX_UPLOAD_SIDE = 512; // larger images are shrunk in the page before upload (the models work at 8..32 px)
 
 // The message a person can act on. genlab's API answers errors with
 // {"error": {"message", "hint", ...}}; anything else (a proxy's HTML page, say) is shown as text.
@@ -45,11 +56,18 @@ async function getJSON(path) {
   return (await request(path)).json();
 }
 
+// JSON.stringify, except that BigInt values (seeds) are written as plain JSON integers, digit for digit.
+function jsonBody(payload) {
+  const mark = `bigint-${Math.random().toString(36).slice(2)}:`;
+  const text = JSON.stringify(payload, (key, value) => (typeof value === "bigint" ? `${mark}${value}` : value));
+  return text.replace(new RegExp(`"${mark}(\\d+)"`, "g"), "$1");
+}
+
 function postJSON(path, payload, signal) {
   return request(path, {
     method: "POST",
     headers: { "Content-Type": "application/json" },
-    body: JSON.stringify(payload),
+    body: jsonBody(payload),
     signal,
   });
 }
@@ -73,8 +91,8 @@ async function busy(button, statusId, errorId, work) {
     const note = await work();
     status.textContent = `${note ?? "done"} in ${((performance.now() - started) / 1000).toFixed(1)} s`;
   } catch (e) {
-    status.textContent = "";
-    showError(errorId, e);
+    status.textContent = e instanceof InputError ? e.message : "";
+    if (!(e instanceof InputError)) showError(errorId, e);
   } finally {
     button.disabled = false;
   }
@@ -105,8 +123,102 @@ function numberOrNull(id) {
   return text === "" ? null : Number(text);
 }
 
+// A seed input's value as a BigInt (exact up to 2^63-1), or null when empty; validate() has checked it.
+function seedOrNull(id) {
+  const text = $(id).value.trim();
+  return text === "" ? null : BigInt(text);
+}
+
 function withoutNulls(payload) {
   return Object.fromEntries(Object.entries(payload).filter(([, v]) => v !== null && v !== undefined));
+}
+
+// ----------------------------------------------------------------------------- checking inputs before sending
+
+// The page checks every input against its own bounds (min, max, step, and the checks below) with the
+// browser's validity API before it sends anything, and shows the reason next to the control; the
+// API's 422 remains the last word for anything the page cannot know.
+function customProblem(input) {
+  const text = input.value.trim();
+  if (input.hasAttribute("data-seed") && text !== "" && (!/^\d+$/.test(text) || BigInt(text) > MAX_SEED)) {
+    return `a seed is a whole number from 0 to ${MAX_SEED} (2^63 - 1)`;
+  }
+  if (input.dataset.exclusiveMin !== undefined && text !== "" && !(Number(text) > Number(input.dataset.exclusiveMin))) {
+    return `must be more than ${input.dataset.exclusiveMin}`;
+  }
+  const maxBytes = Number(input.dataset.maxBytes);
+  const file = input.files?.[0];
+  if (maxBytes && file && file.size > maxBytes) {
+    return `${file.name} is ${file.size.toLocaleString("en")} bytes; the limit is ${maxBytes.toLocaleString("en")}`;
+  }
+  const count = input.dataset.files;
+  if (input.type === "file" && count && input.files.length && String(input.files.length) !== count) {
+    return `choose exactly ${count} files (${input.files.length} chosen)`;
+  }
+  return "";
+}
+
+function checkInput(input) {
+  if (!input.willValidate) return true;
+  input.setCustomValidity(customProblem(input));
+  const valid = input.checkValidity();
+  let note = document.getElementById(`${input.id || input.name}-invalid`);
+  if (!valid && !note) {
+    note = document.createElement("span");
+    note.className = "invalid";
+    note.id = `${input.id || input.name}-invalid`;
+    note.setAttribute("role", "alert");
+    input.insertAdjacentElement("afterend", note);
+    input.setAttribute("aria-describedby", note.id);
+  }
+  if (note) {
+    note.textContent = valid ? "" : input.validationMessage;
+    note.hidden = valid;
+  }
+  input.classList.toggle("is-invalid", !valid);
+  return valid;
+}
+
+// Checks the inputs inside `container`; throws an InputError (nothing is sent) if any is out of range.
+function validate(container) {
+  const bad = Array.from(container.querySelectorAll("input, select, textarea")).filter((input) => !checkInput(input));
+  if (bad.length) {
+    bad[0].focus();
+    throw new InputError(`not sent: fix the marked field${bad.length === 1 ? "" : "s"}`);
+  }
+}
+
+// ----------------------------------------------------------------------------- shrinking large uploads
+
+// An image larger than MAX_UPLOAD_SIDE on either side is drawn onto a canvas at most that size,
+// keeping its aspect ratio, and sent as PNG: the models work at 8x8 to 32x32, so the full photo
+// would only cost upload time (and could pass the server's 4 MiB limit). Anything the browser
+// cannot decode is sent as it is, for the server to explain.
+async function shrinkImage(file) {
+  if (!file.type.startsWith("image/")) return { file, note: "" };
+  let bitmap;
+  try {
+    bitmap = await createImageBitmap(file);
+  } catch {
+    return { file, note: "" };
+  }
+  const { width, height } = bitmap;
+  const scale = MAX_UPLOAD_SIDE / Math.max(width, height);
+  if (scale >= 1) {
+    bitmap.close();
+    return { file, note: "" };
+  }
+  const canvas = document.createElement("canvas");
+  canvas.width = Math.max(1, Math.round(width * scale));
+  canvas.height = Math.max(1, Math.round(height * scale));
+  const context = canvas.getContext("2d");
+  context.imageSmoothingQuality = "high";
+  context.drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+  bitmap.close();
+  const blob = await canvasBlob(canvas);
+  const name = `${(file.name || "image").replace(/\.[^.]*$/, "")}.png`;
+  return { file: new File([blob], name, { type: "image/png" }),
+           note: `shrunk in the page from ${width}x${height} to ${canvas.width}x${canvas.height}` };
 }
 
 // ----------------------------------------------------------------------------- tabs
@@ -181,6 +293,47 @@ function formatValue(value) {
   return Array.isArray(value) ? JSON.stringify(value) : String(value);
 }
 
+// `genlab eval` results set each sample metric beside its floor: the same metric between real data
+// sets (images: "metrics" and "floor"; music: "distances" and "floor", "statistics" and the data's
+// "reference"; text: "metrics" and real text's "reference"). These pairs become rows
+// metric | model | floor; the flat table below keeps everything else.
+const FLOOR_PAIRS = [["metrics", "floor"], ["distances", "floor"], ["metrics", "reference"], ["statistics", "reference"]];
+
+function compareWithFloors(metrics) {
+  const rows = [], notes = [], shown = new Set();
+  const isObject = (v) => v && typeof v === "object" && !Array.isArray(v);
+  const walk = (value, prefix) => {
+    if (!isObject(value)) return;
+    for (const [modelKey, floorKey] of FLOOR_PAIRS) {
+      const model = value[modelKey], floor = value[floorKey];
+      if (!isObject(model) || !isObject(floor) || modelKey === floorKey) continue;
+      if ((modelKey === "metrics" && floorKey === "reference" && isObject(value.floor))) continue;
+      for (const [key, number] of Object.entries(model)) {
+        if (!(key in floor)) continue;
+        const row = document.createElement("tr");
+        row.dataset.metric = `${prefix}${modelKey}.${key}`;
+        row.insertCell().textContent = `${prefix}${key}`;
+        row.insertCell().textContent = number === null ? "n/a" : formatValue(number);
+        const cell = row.insertCell();
+        cell.textContent = floor[key] === null ? "n/a" : formatValue(floor[key]);
+        cell.title = floorKey === "floor" ? "the same metric between real data sets" : "the same statistic of real data";
+        rows.push(row);
+        shown.add(`${prefix}${modelKey}.${key}`);
+        shown.add(`${prefix}${floorKey}.${key}`);
+      }
+      for (const note of ["floor_definition", "reference_definition"]) {
+        if (typeof value[note] === "string" && !notes.includes(`floor: ${value[note]}.`)) notes.push(`floor: ${value[note]}.`);
+      }
+    }
+    for (const [key, inner] of Object.entries(value)) {
+      if (prefix === "" && key === "evals" && isObject(value.eval)) continue; // earlier evaluations; "eval" is the latest
+      walk(inner, `${prefix}${key}.`);
+    }
+  };
+  walk(metrics, "");
+  return { rows, notes, shown };
+}
+
 async function showModel(name) {
   for (const row of $("models-table").tBodies[0].rows) row.classList.toggle("selected", row.dataset.model === name);
   $("model-detail").hidden = false;
@@ -188,7 +341,11 @@ async function showModel(name) {
   showError("model-detail-error", null);
   try {
     const detail = await getJSON(`/v1/models/${encodeURIComponent(name)}`);
-    const rows = flatten(detail.metrics ?? {}).map(([key, value]) => {
+    const compared = compareWithFloors(detail.metrics ?? {});
+    $("model-floors").tBodies[0].replaceChildren(...compared.rows);
+    $("model-floors-note").textContent = compared.notes.join(" ");
+    $("model-floors-box").hidden = compared.rows.length === 0;
+    const rows = flatten(detail.metrics ?? {}).filter(([key]) => !compared.shown.has(key)).map(([key, value]) => {
       const row = document.createElement("tr");
       row.insertCell().textContent = key;
       row.insertCell().textContent = formatValue(value);
@@ -211,11 +368,12 @@ async function showModel(name) {
 // ----------------------------------------------------------------------------- images: generate
 
 async function generateImages() {
+  validate($("generate-form"));
   const n = intOrNull("generate-n");
   const payload = withoutNulls({
     model: $("generate-model").value,
     n,
-    seed: intOrNull("generate-seed"),
+    seed: seedOrNull("generate-seed"),
     class: intOrNull("generate-class"),
     response_format: "b64_json", // one image each, so a click can pick one to edit
   });
@@ -334,6 +492,7 @@ function maskBlob() {
 }
 
 async function runImageTask(task) {
+  validate($(`${task}-button`).closest(".controls"));
   if (!edit.image) throw new ApiError("no image to work on: upload one or click a generated image first");
   const model = $(`${task}-model`).value;
   if (!model) throw new ApiError(`no model to ${task} with: train one that can (see the Models tab)`);
@@ -357,6 +516,25 @@ async function runImageTask(task) {
   $("edit-result").src = setObjectUrl("edit-result", edit.result);
   $("edit-result-caption").textContent = caption;
   $("edit-result-figure").hidden = false;
+  // Denoising with added noise: the noisy input the model saw, its output and the clean image, in labelled columns.
+  const compare = task === "denoise" && body.noisy_b64_json;
+  $("denoise-compare").hidden = !compare;
+  $("edit-result").hidden = Boolean(compare);
+  if (compare) {
+    const columns = [["noisy", `data:image/png;base64,${body.noisy_b64_json}`, `noisy input (${noise})`],
+                     ["denoised", $("edit-result").src, `denoised by ${model}`],
+                     ["clean", setObjectUrl("denoise-clean", edit.file), "clean: the image sent"]];
+    $("denoise-compare").replaceChildren(...columns.map(([name, src, title]) => {
+      const figure = document.createElement("figure");
+      figure.dataset.column = name;
+      const label = document.createElement("figcaption");
+      label.textContent = name;
+      const img = Object.assign(new Image(), { src, alt: title, title, className: "pixelated" });
+      if (name === "denoised") img.addEventListener("click", () => loadEditImage(edit.result, caption));
+      figure.append(label, img);
+      return figure;
+    }));
+  }
   return task === "inpaint" ? "inpainted" : task === "upscale" ? "upscaled" : "denoised";
 }
 
@@ -419,6 +597,7 @@ async function* serverSentEvents(response) {
 }
 
 async function completeText() {
+  validate($("text-form"));
   const output = $("text-output");
   const prompt = $("text-prompt").value;
   const n = intOrNull("text-n") ?? 1;
@@ -433,7 +612,7 @@ async function completeText() {
     repetition_penalty: numberOrNull("text-repetition-penalty"),
     n,
     stop: stopStrings(),
-    seed: intOrNull("text-seed"),
+    seed: seedOrNull("text-seed"),
     stream,
   });
   const boxes = Array.from({ length: Math.max(1, Math.min(n, 8)) }, (_, i) => completionBox(i, prompt));
@@ -485,13 +664,31 @@ function fillChoice(boxes, choice, replace, finished) {
 
 // ----------------------------------------------------------------------------- music
 
+// The keys offered in the key box (the server reads others too, e.g. "a minor" or "Bb").
+const KEYS = ["C", "G", "D", "A", "E", "B", "F#", "F", "Bb", "Eb", "Ab", "Db"].map((k) => `${k} major`).concat(
+  ["A", "E", "B", "F#", "C#", "G#", "D", "G", "C", "F", "Bb", "Eb"].map((k) => `${k} minor`));
+
+// A file's bytes as base64 (the JSON body carries the prompt MIDI file that way).
+async function fileBase64(file) {
+  const bytes = new Uint8Array(await file.arrayBuffer());
+  let text = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(text);
+}
+
 async function compose() {
+  validate($("music-form"));
+  const prompt = $("music-prompt").files[0] ?? null;
+  const key = $("music-key").value.trim();
   const payload = withoutNulls({
     model: $("music-model").value,
     bars: intOrNull("music-bars"),
-    seed: intOrNull("music-seed"),
+    seed: seedOrNull("music-seed"),
     temperature: numberOrNull("music-temperature"),
     tempo: numberOrNull("music-tempo"),
+    top_p: numberOrNull("music-top-p"),
+    key: key === "" ? null : key,
+    prompt_midi: prompt ? await fileBase64(prompt) : null,
   });
   const response = await postJSON("/v1/music/compositions", payload);
   const body = await response.json();
@@ -503,8 +700,10 @@ async function compose() {
   $("music-midi").download = `${stem}.mid`;
   $("music-wav").download = `${stem}.wav`;
   $("music-roll").src = `data:image/png;base64,${body.piano_roll_png_b64}`;
+  const extras = [payload.key ? `in ${payload.key}` : "", payload.top_p ? `top_p ${payload.top_p}` : ""].filter(Boolean);
   $("music-summary").textContent =
-    `${body.bars} bars from ${body.model}: ${Number(body.seconds).toFixed(1)} s, ${body.notes} notes (seed ${payload.seed ?? 0})`;
+    `${body.bars} bars from ${body.model}${prompt ? ` after the prompt ${prompt.name}` : ""}: ` +
+    `${Number(body.seconds).toFixed(1)} s, ${body.notes} notes (seed ${payload.seed ?? 0}${extras.map((e) => `, ${e}`).join("")})`;
   $("music-result").hidden = false;
   return "composed";
 }
@@ -551,7 +750,7 @@ function resolveSchema(schema) {
   return schema ?? {};
 }
 
-function fieldInput(name, schema, required) {
+function fieldInput(name, schema, required, files) {
   const options = schema.anyOf ? schema.anyOf.filter((o) => o.type !== "null") : [schema];
   const type = options[0] ?? {};
   const isFile = (s) => s.contentMediaType || s.format === "binary" || (s.items && isFile(s.items));
@@ -563,6 +762,8 @@ function fieldInput(name, schema, required) {
     input = document.createElement("input");
     input.type = "file";
     input.multiple = type.type === "array";
+    input.required = required;
+    if (files?.[name] === "many" && $("apply-panel").dataset.exactFiles) input.dataset.files = $("apply-panel").dataset.exactFiles;
   } else if (type.enum) {
     input = document.createElement("select");
     input.replaceChildren(...type.enum.map((v) => new Option(v, v)));
@@ -571,7 +772,17 @@ function fieldInput(name, schema, required) {
     input = document.createElement("input");
     input.type = type.type === "integer" || type.type === "number" ? "number" : "text";
     if (type.minimum !== undefined) input.min = type.minimum;
+    if (type.exclusiveMinimum !== undefined) {
+      input.min = type.exclusiveMinimum;
+      input.dataset.exclusiveMin = type.exclusiveMinimum;
+    }
     if (type.maximum !== undefined) input.max = type.maximum;
+    if (type.exclusiveMaximum !== undefined) input.max = type.exclusiveMaximum;
+    // The one bound beyond 2^53 is the seeds' 2^63-1, which a parsed JSON number no longer holds exactly.
+    if (type.type === "integer" && type.maximum > Number.MAX_SAFE_INTEGER) {
+      input.max = String(MAX_SEED);
+      input.setAttribute("data-seed", "");
+    }
     if (type.type === "number") input.step = "any";
     if (schema.default !== undefined && schema.default !== null) input.value = schema.default;
     if (!required) input.placeholder = "optional";
@@ -589,45 +800,89 @@ async function showApplication(app) {
   const schema = resolveSchema((body["multipart/form-data"] ?? body["application/json"]).schema);
   $("apply-panel").dataset.endpoint = app.endpoint;
   $("apply-panel").dataset.body = app.body;
+  // Interpolation takes exactly two images: the page says so before sending.
+  $("apply-panel").dataset.exactFiles = app.name === "interpolate" ? "2" : "";
   $("apply-title").textContent = app.name;
   $("apply-summary").textContent = `${app.summary} — POST ${app.endpoint}`;
   const required = new Set(schema.required ?? []);
   $("apply-form").replaceChildren(...Object.entries(schema.properties ?? {}).map(
-    ([name, field]) => fieldInput(name, field, required.has(name))));
+    ([name, field]) => fieldInput(name, field, required.has(name), app.files)));
   fillModelSelects();
   $("apply-images").replaceChildren();
+  $("apply-status").textContent = "";
+  showError("apply-run-error", null);
   $("apply-result").hidden = true;
   $("apply-panel").hidden = false;
 }
 
 async function runApplication() {
+  validate($("apply-form"));
   const panel = $("apply-panel");
   const form = new FormData();
   const payload = {};
+  const shrunk = [];
   for (const input of $("apply-form").querySelectorAll("[name]")) {
     if (input.type === "file") {
-      for (const file of input.files) form.append(input.name, file);
+      for (const original of input.files) {
+        const { file, note } = await shrinkImage(original);
+        if (note) shrunk.push(`${original.name}: ${note}`);
+        form.append(input.name, file, file.name);
+      }
     } else if (input.value !== "") {
       form.append(input.name, input.value);
-      payload[input.name] = input.type === "number" ? Number(input.value) : input.value;
+      payload[input.name] = input.type !== "number" ? input.value
+        : input.hasAttribute("data-seed") ? BigInt(input.value) : Number(input.value);
     }
   }
   const response = panel.dataset.body === "json"
     ? await postJSON(panel.dataset.endpoint, payload)
     : await request(panel.dataset.endpoint, { method: "POST", body: form });
   const type = response.headers.get("Content-Type") ?? "";
-  const images = [];
   if (type.startsWith("image/")) {
-    images.push(setObjectUrl("apply-image", await response.blob()));
+    const figure = resultFigure(setObjectUrl("apply-image", await response.blob()), "result");
+    $("apply-images").replaceChildren(figure);
     $("apply-result").hidden = true;
   } else {
     const result = await response.json();
-    for (const item of result.data ?? []) if (item.b64_json) images.push(`data:image/png;base64,${item.b64_json}`);
-    $("apply-result").textContent = JSON.stringify(result, (k, v) => (k === "b64_json" ? "(image below)" : v), 2);
+    showResultPictures(result);
+    $("apply-result").textContent = JSON.stringify(result, (k, v) => (k.endsWith("b64_json") ? "(picture below)" : v), 2);
     $("apply-result").hidden = false;
   }
-  $("apply-images").replaceChildren(...images.map((src) => Object.assign(new Image(), { src, className: "pixelated" })));
-  return "done";
+  return shrunk.length ? `done (${shrunk.join("; ")})` : "done";
+}
+
+function resultFigure(src, caption, className = "") {
+  const figure = document.createElement("figure");
+  if (className) figure.className = className;
+  const img = Object.assign(new Image(), { src, alt: caption, title: caption, className: "pixelated" });
+  const label = document.createElement("figcaption");
+  label.textContent = caption;
+  figure.append(img, label);
+  return figure;
+}
+
+// An application's JSON reply as pictures: its `data` items (b64_json: frames, decoded images, ...)
+// in a grid of `nrow` columns, each captioned with the item's other fields; and every other
+// *_b64_json field (an animated GIF, a noisy input, ...) on its own, named by its field.
+function showResultPictures(result) {
+  const items = (result.data ?? []).filter((item) => item && item.b64_json);
+  const frames = document.createElement("div");
+  frames.className = "frames";
+  frames.style.gridTemplateColumns = `repeat(${Math.min(result.nrow ?? Math.ceil(Math.sqrt(items.length)), 16)}, 64px)`;
+  frames.append(...items.map((item, i) => {
+    const about = Object.entries(item).filter(([k, v]) => k !== "b64_json" && v !== null && typeof v !== "object")
+      .map(([k, v]) => `${k} ${formatValue(v)}`).join(" · ");
+    return resultFigure(`data:image/png;base64,${item.b64_json}`, about || `#${i + 1}`, "frame");
+  }));
+  const named = Object.entries(result).filter(([key, value]) => key.endsWith("b64_json") && typeof value === "string")
+    .map(([key, value]) => {
+      const gif = key.startsWith("gif");
+      const figure = resultFigure(`data:image/${gif ? "gif" : "png"};base64,${value}`,
+                                  gif ? "animated GIF" : key.replace(/_?b64_json$/, ""), "named");
+      figure.dataset.field = key;
+      return figure;
+    });
+  $("apply-images").replaceChildren(...(items.length ? [frames] : []), ...named);
 }
 
 // ----------------------------------------------------------------------------- wiring
@@ -654,6 +909,10 @@ document.addEventListener("DOMContentLoaded", () => {
   }
   const fromHash = location.hash.slice(1);
   showTab(["images", "text", "music", "apply", "models"].includes(fromHash) ? fromHash : "images");
+  window.addEventListener("hashchange", () => {  // a link or the address bar naming another tab
+    const name = location.hash.slice(1);
+    if (["images", "text", "music", "apply", "models"].includes(name)) showTab(name);
+  });
 
   onSubmit("generate-form", "generate-button", "generate-status", "generate-error", generateImages);
   onSubmit("text-form", "text-button", "text-status", "text-error", completeText);
@@ -665,10 +924,11 @@ document.addEventListener("DOMContentLoaded", () => {
     $(`${task}-button`).addEventListener("click", () => busy($(`${task}-button`), "edit-status", "edit-error", () => runImageTask(task)));
   }
   $("anomaly-button").addEventListener("click", () => busy($("anomaly-button"), "edit-status", "edit-error", scoreAnomaly));
-  $("edit-upload").addEventListener("change", (event) => {
-    const file = event.target.files[0];
-    if (!file) return;
-    loadEditImage(file, file.name);
+  $("edit-upload").addEventListener("change", async (event) => {
+    const original = event.target.files[0];
+    if (!original) return;
+    const { file, note } = await shrinkImage(original);
+    loadEditImage(file, note ? `${original.name}, ${note}` : original.name);
   });
   const stage = $("edit-mask");
   stage.addEventListener("pointerdown", (event) => {
@@ -688,6 +948,14 @@ document.addEventListener("DOMContentLoaded", () => {
   });
 
   $("apply-button").addEventListener("click", () => busy($("apply-button"), "apply-status", "apply-run-error", runApplication));
+
+  // The page checks the inputs itself (validate) and shows why next to the control; the browser's
+  // own submit-time bubbles are off, and a marked field is checked again as it is edited.
+  for (const form of document.querySelectorAll("form")) form.noValidate = true;
+  document.addEventListener("input", (event) => { if (event.target.classList?.contains("is-invalid")) checkInput(event.target); });
+  document.addEventListener("change", (event) => { if (event.target.classList?.contains("is-invalid")) checkInput(event.target); });
+  $("music-keys").replaceChildren(...KEYS.map((key) => new Option(key)));
+  $("music-prompt").dataset.maxBytes = String(1 << 20); // genlab.limits.MAX_PROMPT_MIDI_BYTES
 
   checkServer();
   loadModels();
