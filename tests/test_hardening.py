@@ -316,3 +316,15 @@ def test_a_composition_longer_than_the_bound_is_refused_before_composing(tiny_mo
     request = CompositionRequest(model="m", bars=64, tempo=20)  # the sweep's 90 MB reply: 768 s of audio
     with pytest.raises(InputTooLarge, match="768 s"):
         check_length(request.bars, request.tempo, MAX_HTTP_AUDIO_SECONDS)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["apply", "interpolate", "{m}", "--against", "test", "--steps", "10000000"], "--steps"),
+    (["apply", "traverse", "{m}", "--steps", "10000000"], "--steps"),
+    (["apply", "traverse", "{m}", "--dims", "10000000"], "--dims"),
+    (["apply", "traverse", "{m}", "--span", "1e308"], "--span"),
+    (["apply", "compress", "{m}", "--against", "test", "--step", "inf"], "--step"),
+], ids=["interpolate-steps", "traverse-steps", "traverse-dims", "traverse-span", "compress-step-inf"])
+def test_latent_paths_are_bounded(tiny_model_dir, capsys, args, needle):
+    code, _, err = run_cli(capsys, *[a.format(m=tiny_model_dir) for a in args])
+    assert_clean_error(code, err, needle)

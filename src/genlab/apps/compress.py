@@ -7,7 +7,8 @@ import numpy as np
 from pydantic import Field
 
 from ..errors import GenlabError
-from ..limits import MAX_COMPRESS_FIT_IMAGES, MAX_COMPRESS_IMAGES, MAX_COMPRESS_STEP, MIN_COMPRESS_STEP, FormFields, Seed
+from ..limits import (MAX_COMPRESS_FIT_IMAGES, MAX_COMPRESS_IMAGES, MAX_COMPRESS_STEP, MIN_COMPRESS_STEP, FormFields, Seed,
+                      bounded_float, bounded_int)
 from ..registry import Application, HttpRoute, register_application
 from ..tasks.compress import compress, fit_entropy_model, png_bits
 from .common import add_inputs, b64, image_files, image_model, input_source, load_uploads, print_table, write_output
@@ -22,8 +23,8 @@ histograms fitted on the model's training images; PNG is the size of the same im
 
 def add_arguments(p) -> None:
     add_inputs(p, "*", 1000)
-    p.add_argument("--step", type=float, default=0.25, help="quantisation step of the latent code (default 0.25)")
-    p.add_argument("--fit-n", type=int, default=5000, help="training images the code histograms are fitted on (default 5000)")
+    p.add_argument("--step", type=bounded_float("--step", 1e-12, MAX_COMPRESS_STEP), default=0.25, help="quantisation step of the latent code (default 0.25)")
+    p.add_argument("--fit-n", type=bounded_int("--fit-n", 1, 1_000_000), default=5000, help="training images the code histograms are fitted on (default 5000)")
     p.add_argument("-o", "--output", help=".npz of the codes (int8) and the step")
     p.add_argument("--decoded", help="PNG grid of the decoded images")
 

@@ -12,7 +12,7 @@ from pydantic import Field
 
 from ..errors import GenlabError, InvalidInput
 from ..imageio import display_scale, grid_picture, image_picture, png_bytes
-from ..limits import MAX_CLASS, MAX_PATH_STEPS, FormFields
+from ..limits import CLASS_OPTION, MAX_CLASS, MAX_PATH_STEPS, FormFields, bounded_int
 from ..registry import Application, HttpRoute, register_application
 from ..tasks.interpolate import interpolate
 from .common import add_inputs, b64, image_files, image_model, input_source, load_uploads
@@ -24,9 +24,9 @@ EXAMPLES = """examples:
 
 def add_arguments(p) -> None:
     add_inputs(p)
-    p.add_argument("--steps", type=int, default=10, help="images along the path, ends included (default 10)")
+    p.add_argument("--steps", type=bounded_int("--steps", 2, MAX_PATH_STEPS), default=10, help="images along the path, ends included (default 10)")
     p.add_argument("--method", choices=("slerp", "linear"), default="slerp")
-    p.add_argument("--class", dest="label", type=int, help="class (conditional models)")
+    p.add_argument("--class", dest="label", type=CLASS_OPTION, help="class (conditional models)")
     p.add_argument("-o", "--output", default="interpolation.png", help="PNG strip (default interpolation.png)")
     p.add_argument("--gif", help="animated GIF (default: the strip's name with .gif)")
 

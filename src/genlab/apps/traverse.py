@@ -7,7 +7,8 @@ from pathlib import Path
 
 from pydantic import Field
 
-from ..limits import MAX_CLASS, MAX_PATH_STEPS, MAX_TRAVERSE_DIMS, MAX_TRAVERSE_SPAN, FormFields
+from ..limits import (CLASS_OPTION, MAX_CLASS, MAX_PATH_STEPS, MAX_TRAVERSE_DIMS, MAX_TRAVERSE_SPAN, FormFields,
+                      bounded_float, bounded_int)
 from ..registry import Application, HttpRoute, register_application
 from ..tasks.interpolate import traverse
 from .common import add_inputs, b64, image_model, input_source, load_uploads
@@ -20,10 +21,10 @@ EXAMPLES = """examples:
 
 def add_arguments(p) -> None:
     add_inputs(p, "?")
-    p.add_argument("--dims", type=int, default=8, help="dimensions to traverse, most informative first (default 8)")
-    p.add_argument("--span", type=float, default=3.0, help="from -SPAN to +SPAN prior standard deviations (default 3)")
-    p.add_argument("--steps", type=int, default=9, help="values per dimension (default 9)")
-    p.add_argument("--class", dest="label", type=int, help="class (conditional models)")
+    p.add_argument("--dims", type=bounded_int("--dims", 1, MAX_TRAVERSE_DIMS), default=8, help="dimensions to traverse, most informative first (default 8)")
+    p.add_argument("--span", type=bounded_float("--span", 0.0, MAX_TRAVERSE_SPAN), default=3.0, help="from -SPAN to +SPAN prior standard deviations (default 3)")
+    p.add_argument("--steps", type=bounded_int("--steps", 2, MAX_PATH_STEPS), default=9, help="values per dimension (default 9)")
+    p.add_argument("--class", dest="label", type=CLASS_OPTION, help="class (conditional models)")
     p.add_argument("-o", "--output", default="traverse.png", help="PNG grid, one row per dimension (default traverse.png)")
     p.add_argument("--gif", help="animated GIF (default: the grid's name with .gif)")
 
