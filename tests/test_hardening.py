@@ -328,3 +328,31 @@ def test_a_composition_longer_than_the_bound_is_refused_before_composing(tiny_mo
 def test_latent_paths_are_bounded(tiny_model_dir, capsys, args, needle):
     code, _, err = run_cli(capsys, *[a.format(m=tiny_model_dir) for a in args])
     assert_clean_error(code, err, needle)
+
+
+# ----------------------------------------------------------------------------- text generation
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gpt") / "gpt"
+    return genlab.train("gpt-shakespeare-char", ["steps=5", "model.n_layer=1", "model.n_head=2", "model.n_embd=16",
+                                                 "data.block_size=16", "batch_size=4", "train.progress=false",
+                                                 "train.tensorboard=false"], out=out)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["-n", "10000000"], "num_return_sequences"), (["--num-beams", "10000000"], "num_beams"),
+    (["--max-new-tokens", "100000000"], "--max-new-tokens"), (["--seed", "99999999999999999999"], "--seed"),
+    (["--top-k", "100000000000"], "top_k"),
+], ids=["n", "beams", "tokens", "seed", "top-k"])
+def test_generation_counts_are_bounded_before_allocation(tiny_gpt, args, needle):
+    assert_refused(capped_cli("generate", str(tiny_gpt), "--prompt", "A", *args), needle)
+
+
+@pytest.mark.parametrize("args", [["--temperature", "1e-300"], ["--top-p", "1e-300"], ["--repetition-penalty", "1e-300"],
+                                  ["--repetition-penalty", "1e300"]], ids=["temperature", "top-p", "penalty-low", "penalty-high"])
+def test_extreme_decoding_settings_still_generate(tiny_gpt, capsys, args):
+    code, out, err = run_cli(capsys, "generate", str(tiny_gpt), "--prompt", "A", "--max-new-tokens", "8", *args)
+    assert code == 0, err
+    assert out.startswith("A") and len(out.rstrip("\n")) > 1
