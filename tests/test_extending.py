@@ -82,7 +82,7 @@ def test_the_toy_application_is_served_documented_and_listed_for_the_studio(toy,
 
     from genlab.serve import create_app
 
-    with TestClient(create_app(toy_model.parent, workers=1)) as client:
+    with TestClient(create_app(toy_model.parent, workers=1), base_url="http://127.0.0.1") as client:
         paths = client.get("/openapi.json").json()["paths"]
         assert "/v1/points/stats" in paths and "post" in paths["/v1/points/stats"]
         assert "/v1/points/stats" in client.get("/docs").text

@@ -51,8 +51,13 @@ def models_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def client(models_dir):
-    with TestClient(create_app(models_dir, workers=2, queue_size=32, request_timeout_s=120)) as test_client:
+    with local(create_app(models_dir, workers=2, queue_size=32, request_timeout_s=120)) as test_client:
         yield test_client
+
+
+def local(app, **kwargs) -> TestClient:
+    """A test client that reaches the app as http://127.0.0.1 (the server answers loopback names only)."""
+    return TestClient(app, base_url="http://127.0.0.1", **kwargs)
 
 
 def png_upload(array: np.ndarray, name: str = "digit.png") -> tuple[str, bytes, str]:
@@ -100,12 +105,19 @@ def test_health_and_model_listing(client, models_dir):
     assert set(models) == {"vae", "cvae", "gpt", "sr", "denoiser"}
     assert models["vae"]["family"] == "vae" and models["vae"]["data_kind"] == "image"
     assert "conditional" not in models["vae"]["capabilities"] and "conditional" in models["cvae"]["capabilities"]
-    assert models["vae"]["endpoints"] == ["/v1/images/generations", "/v1/images/inpaint", "/v1/anomaly/scores"]
+    # sampling routes first, then the applications' routes in registration order (more applications
+    # with HTTP routes may follow the ones checked here)
+    assert models["vae"]["endpoints"][:3] == ["/v1/images/generations", "/v1/images/inpaint", "/v1/anomaly/scores"]
     assert models["gpt"]["endpoints"] == ["/v1/completions"] and models["gpt"]["data_kind"] == "text"
     assert models["sr"]["endpoints"] == ["/v1/images/upscale"]
     assert models["denoiser"]["endpoints"] == ["/v1/images/denoise"]
     # A conditional VAE scores anomalies only with a class, which the endpoint does not take.
-    assert models["cvae"]["endpoints"] == ["/v1/images/generations", "/v1/images/inpaint"]
+    assert models["cvae"]["endpoints"][:2] == ["/v1/images/generations", "/v1/images/inpaint"]
+    assert "/v1/anomaly/scores" not in models["cvae"]["endpoints"]
+    # descriptions from each model's own config (the gpt's recipe is about Tiny Shakespeare; it was trained on pydoc)
+    assert models["cvae"]["description"] == "conditional vae on digits"
+    assert models["gpt"]["description"] == "gpt on pydoc (char tokens)" and models["gpt"]["recipe"] == "gpt-shakespeare-char"
+    assert health["models_dir"] == models_dir.name  # never the absolute path
 
 
 def test_model_detail_has_config_metrics_and_sample_grid(client, models_dir):
@@ -357,7 +369,7 @@ def test_model_names_resolve_only_inside_the_models_directory(models_dir, tmp_pa
     root.mkdir()
     (root / "escape").symlink_to(outside)  # a symlink out of the models directory
     (root / "alias").symlink_to(models_dir / "vae")  # also outside (another folder), so refused too
-    with TestClient(create_app(root)) as client:
+    with local(create_app(root)) as client:
         assert client.get("/v1/models").json()["data"] == []
         assert_error(client.post("/v1/images/generations", json={"model": "escape"}), 400, "outside the models directory")
         assert_error(client.get("/v1/models/alias"), 400, "outside the models directory")
@@ -370,7 +382,7 @@ def test_full_queue_is_429_with_retry_after_and_time_limit_is_504(models_dir):
     app = create_app(models_dir, workers=1, queue_size=0, request_timeout_s=0.5)
     pool = app.state.pool
     release = threading.Event()
-    with TestClient(app) as client:
+    with local(app) as client:
         blocker = pool.submit(lambda deadline: release.wait(30), time.monotonic() + 30)
         try:
             busy = client.post("/v1/images/generations", json={"model": "vae", "n": 2})
@@ -383,7 +395,7 @@ def test_full_queue_is_429_with_retry_after_and_time_limit_is_504(models_dir):
     app = create_app(models_dir, workers=1, queue_size=1, request_timeout_s=0.3)
     pool, store = app.state.pool, app.state.store
     release = threading.Event()
-    with TestClient(app) as client:
+    with local(app) as client:
         blocker = pool.submit(lambda deadline: release.wait(30), time.monotonic() + 30)
         try:
             late = client.post("/v1/images/generations", json={"model": "vae", "n": 2})
@@ -401,7 +413,7 @@ def test_full_queue_is_429_with_retry_after_and_time_limit_is_504(models_dir):
 
 
 def test_lru_cache_keeps_the_most_recent_models(models_dir):
-    with TestClient(create_app(models_dir, max_loaded_models=2)) as client:
+    with local(create_app(models_dir, max_loaded_models=2)) as client:
         for name in ("vae", "cvae", "vae", "gpt"):
             kind = "/v1/completions" if name == "gpt" else "/v1/images/generations"
             assert client.post(kind, json={"model": name}).status_code == 200
@@ -410,7 +422,7 @@ def test_lru_cache_keeps_the_most_recent_models(models_dir):
 
 
 def test_metrics_in_prometheus_text_format(models_dir):
-    with TestClient(create_app(models_dir)) as client:
+    with local(create_app(models_dir)) as client:
         for _ in range(3):
             client.post("/v1/images/generations", json={"model": "vae", "n": 2})
         client.post("/v1/images/generations", json={"model": "vae", "n": 100})
@@ -439,7 +451,7 @@ def test_metrics_in_prometheus_text_format(models_dir):
 
 
 def test_docs_work_offline_and_studio_is_mounted(models_dir, tmp_path):
-    with TestClient(create_app(models_dir, studio_dir=tmp_path / "no-studio")) as client:
+    with local(create_app(models_dir, studio_dir=tmp_path / "no-studio")) as client:
         docs = client.get("/docs")
         assert docs.status_code == 200 and docs.headers["content-type"].startswith("text/html")
         assert not re.search(r"""(src|href)=["']?(https?:)?//""", docs.text)  # nothing loaded from a network
@@ -454,7 +466,7 @@ def test_docs_work_offline_and_studio_is_mounted(models_dir, tmp_path):
     studio.mkdir()
     (studio / "index.html").write_text("<!doctype html><title>studio</title><script src='app.js'></script>")
     (studio / "app.js").write_text("console.log('studio')")
-    with TestClient(create_app(models_dir, studio_dir=studio)) as client:
+    with local(create_app(models_dir, studio_dir=studio)) as client:
         assert client.get("/").text.startswith("<!doctype html><title>studio</title>")
         assert client.get("/app.js").text == "console.log('studio')"
         assert client.get("/v1/models").status_code == 200  # the API wins over the mount
@@ -482,7 +494,7 @@ def music_dir(tmp_path_factory) -> Path:
 def test_music_compositions_match_compose(music_dir):
     from genlab.tasks.compose import compose
 
-    with TestClient(create_app(music_dir)) as client:
+    with local(create_app(music_dir)) as client:
         models = {m["id"]: m for m in client.get("/v1/models").json()["data"]}
         assert models["chorales"]["data_kind"] == "music" and models["jsb"]["data_kind"] == "pianoroll"
         assert all(m["endpoints"] == ["/v1/music/compositions"] for m in models.values())
@@ -546,16 +558,17 @@ def test_serve_command_errors_and_defaults(capsys, tmp_path):
 
 
 class RunningServer:
-    """uvicorn on 127.0.0.1 on a free port, in a thread."""
+    """uvicorn on 127.0.0.1 on a free port, in a thread, configured as `genlab serve` does."""
 
     def __init__(self, app):
         import uvicorn
 
-        from genlab.serve.cli import bind
+        from genlab.serve.cli import bind, server_config
 
-        self.socket = bind("127.0.0.1", 0)  # as `genlab serve` binds
-        self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        self.socket = bind("127.0.0.1", 0)  # as `genlab serve` binds, with its uvicorn configuration
+        port = self.socket.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        self.server = uvicorn.Server(server_config(app, "127.0.0.1", port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True)
 
     def __enter__(self):
@@ -628,7 +641,7 @@ def test_an_unexpected_failure_is_a_500_json_error_without_a_traceback(models_di
         raise RuntimeError("a bug deep inside")
 
     monkeypatch.setattr(jobs, "generate_images", broken)
-    with TestClient(create_app(models_dir), raise_server_exceptions=False) as client:
+    with local(create_app(models_dir), raise_server_exceptions=False) as client:
         response = client.post("/v1/images/generations", json={"model": "vae"})
         error = assert_error(response, 500, "internal error", "RuntimeError")
         assert "deep inside" not in response.text  # details stay in the server log

@@ -87,14 +87,14 @@ def server(models_dir) -> str:
     yield from serving(models_dir)
 
 
-def serving(models_dir):
+def serving(models_dir, **options):
     """The real app on uvicorn, on 127.0.0.1 and a free port, in a thread of this process."""
     import uvicorn
 
     from genlab.serve.api import create_app
 
     port = free_port()
-    config = uvicorn.Config(create_app(models_dir), host="127.0.0.1", port=port, log_level="warning")
+    config = uvicorn.Config(create_app(models_dir, **options), host="127.0.0.1", port=port, log_level="warning")
     uv = uvicorn.Server(config)
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()
@@ -115,6 +115,7 @@ def browser():
     binary, driver_path = find_browser()
     options = webdriver.ChromeOptions()
     options.binary_location = binary
+    options.set_capability("unhandledPromptBehavior", "ignore")  # the API-key prompt is answered by its test
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
                  "--window-size=1280,1000", "--disable-extensions", "--no-first-run"):
         options.add_argument(flag)
@@ -612,3 +613,36 @@ def test_interpolate_traverse_and_compress_run_from_the_apply_tab(server, browse
     browser.find_element(By.ID, "apply-button").click()
     wait_for(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, frames)) == 10 or page_errors(d), "no frames shown")
     save_full_page(browser, tmp_path / "studio-apply-interpolate.png")
+
+
+def test_a_server_with_an_api_key_asks_for_it_once_and_the_page_works(models_dir, browser):
+    """genlab serve --api-key: the page asks for the key on the first 401, keeps it for the tab and
+    sends it as a Bearer token with every request."""
+    from selenium.common.exceptions import UnexpectedAlertPresentException
+    from selenium.webdriver.common.by import By
+
+    served = serving(models_dir, api_key="s3cret-key")
+    url = next(served)
+    try:
+        try:
+            browser.get(url + "/#models")
+        except UnexpectedAlertPresentException:  # the prompt opened while the page loaded
+            pass
+        prompt = wait_for(browser, lambda d: _alert(d), "the page did not ask for the key")
+        prompt.send_keys("s3cret-key")
+        prompt.accept()
+        wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#models-table tr[data-model='digits-vae']"),
+                 "the models did not load with the key")
+        assert browser.execute_script("return sessionStorage.getItem('genlab-api-key')") == "s3cret-key"
+    finally:
+        browser.execute_script("sessionStorage.clear()")
+        next(served, None)
+
+
+def _alert(driver):
+    from selenium.common.exceptions import NoAlertPresentException
+
+    try:
+        return driver.switch_to.alert
+    except NoAlertPresentException:
+        return None

@@ -268,7 +268,7 @@ def test_sample_eval_info_on_a_text_model(bpe_model_dir, tmp_path, capsys):
     assert set(evaluation["samples"]["metrics"]) == {"distinct-1", "distinct-2", "distinct-3", "self-bleu"}
     assert "perplexity" in out and "distinct-2" in out
     code, out, err = run_cli(capsys, "info", str(bpe_model_dir))
-    assert code == 0 and "tokenizer  bpe, 320 tokens" in out
+    assert code == 0 and "tokenizer   bpe, 320 tokens" in out
 
 
 def test_generate_help_has_examples(capsys):

@@ -57,12 +57,22 @@ self-BLEU of n samples (temperature 1) beside the same metrics of n real snippet
     "datasets": "example:\n  genlab datasets",
     "serve": """examples:
   genlab serve --models runs/                     # http://127.0.0.1:8000: the studio at /, the API reference at /docs
+  genlab serve --models runs/vae-digits-1/        # one model directory: that model alone
   genlab serve --models runs/ --port 9000 --workers 4 --timeout 120
   curl -s localhost:8000/v1/models
+  GENLAB_API_KEY=$(openssl rand -hex 16) genlab serve --models runs/ --host 0.0.0.0 --allowed-host genlab.lan
+  curl -s -H "Authorization: Bearer $GENLAB_API_KEY" http://genlab.lan:8000/v1/models
+  genlab serve --models runs/ --cors-origin http://localhost:3000   # a web app on another port may call the API
 
 Every sub-folder of --models that holds a model directory is served under its folder's name.
-The server binds 127.0.0.1 (this machine only) unless --host says otherwise; it has no
-authentication, so put a reverse proxy with authentication in front before exposing it.""",
+The server binds 127.0.0.1 (this machine only) unless --host says otherwise. It answers only
+to the names it is known by in the Host header (localhost, 127.0.0.1, ::1, --host and each
+--allowed-host) and refuses requests from other sites' web pages unless --cors-origin names
+them. With --api-key KEY or GENLAB_API_KEY (preferred: a command line is visible to other
+users), every /v1 and /metrics request needs `Authorization: Bearer KEY`; a --host other
+machines can reach refuses to start without one (--insecure-no-auth overrides). A request
+must arrive within --read-timeout seconds (30), idle connections close after 5 s, and past
+--max-connections (64) new connections are answered 503. Replies never show the server's paths.""",
 }
 
 
@@ -305,6 +315,12 @@ def _cmd_info(args) -> None:
           f", {n_params:,} parameters, recipe {config.get('recipe')}, genlab {config.get('genlab_version')}")
     print(f"data        {family.data_kind}: {data.get('name')}" + (f", {len(config['classes'])} classes"
                                                                    if config.get("classes") else ""))
+    if (Path(args.model) / "tokenizer.json").is_file():
+        from .data.text import load_tokenizer
+
+        tokenizer = load_tokenizer(Path(args.model))
+        print(f"tokenizer   {tokenizer.kind}, {tokenizer.vocab_size:,} tokens; context "
+              f"{config['model'].get('block_size') or 'unlimited'} tokens")
     print(f"can         {', '.join(capabilities)}  ->  genlab {' | genlab '.join(commands)}")
     for section in ("test", "val"):
         if metrics.get(section):

@@ -9,7 +9,8 @@ import torch
 from pydantic import Field
 
 from ..errors import GenlabError, InvalidInput
-from ..limits import (CLASS_OPTION, MAX_CLASS, MAX_CLI_RESTARTS, MAX_INPAINT_STEPS, MAX_OPTIMIZER_STEPS, MAX_RESTARTS, FormFields, Seed, bounded_int)
+from ..limits import (CLASS_OPTION, MAX_CLASS, MAX_CLI_RESTARTS, MAX_INPAINT_STEPS, MAX_OPTIMIZER_STEPS, MAX_RESTARTS,
+                      FormFields, Seed, bounded_int)
 from ..registry import Application, HttpRoute, register_application
 from ..tasks.inpaint import inpaint, masked_psnr, mean_fill, require_latent_generator
 from .common import add_inputs, image_model, image_reply, input_source, load_uploads, print_table, save_result, check_image

@@ -2,24 +2,48 @@
 
     genlab serve --models runs/          # http://127.0.0.1:8000 (the studio at /, this reference at /docs)
 
-A model's name is its folder's name inside the models directory. Models load on first use
-into a bounded LRU cache (--max-loaded); inference runs on worker threads (--workers) behind
-a bounded queue (--queue); each request has a time limit (--timeout). Bounds are the
-constants in genlab.serve.schemas.
+A model's name is its folder's name inside the models directory (--models may also be one
+model directory: that model alone is served). Models load on first use into a bounded LRU
+cache (--max-loaded); inference runs on worker threads (--workers) behind a bounded queue
+(--queue); each request has a time limit (--timeout). Bounds are the constants in
+genlab.limits and genlab.serve.schemas.
+
+Access
+------
+Host header    only the names this server is known by: localhost, 127.0.0.1, ::1 and --host,
+               plus each --allowed-host NAME ('*': any); others get 421 (this stops DNS rebinding).
+               Bound to 0.0.0.0 or ::, any IP address in Host is accepted (names need --allowed-host).
+Origin         a request from a web page of another site (an Origin header other than the server's
+               own scheme://host:port) gets 403, unless --cors-origin ORIGIN names that site; those
+               get CORS headers and preflight answers.
+API key        with --api-key KEY or GENLAB_API_KEY, every /v1 and /metrics request (and any method
+               but GET/HEAD) needs `Authorization: Bearer KEY` (401 with WWW-Authenticate: Bearer
+               otherwise). GET /healthz, /docs, /openapi.json and the studio's static files are open.
+               `genlab serve --host` with an address other machines reach refuses to start without
+               a key, unless --insecure-no-auth.
+Connections    a request's head and body must arrive within --read-timeout seconds (30; the body:
+               408 and the connection closed); an idle kept-alive connection closes after 5 s;
+               past --max-connections (64) open connections, a new one is answered 503 and closed;
+               request heads are at most 32 KiB.
+Nothing a reply says names the server's files: paths in messages and in config.json are shown
+relative to the models directory or by file name, and a 500 names only the exception's type.
 
 Endpoints
 ---------
-GET  /healthz                      {"status": "ok", models, loaded models, queue}
+GET  /healthz                      {"status": "ok", version, models_dir (its folder's name), models, loaded, queue}
 GET  /metrics                      Prometheus text: genlab_requests_total{endpoint,method,code},
                                    genlab_request_duration_seconds (histogram by endpoint),
                                    genlab_errors_total{code}, genlab_models_loaded, genlab_model_loaded{model,family},
                                    genlab_inference_jobs / _capacity / _rejected_total
 GET  /v1/models                    {"object": "list", "data": [{id, object: "model", created, family, data_kind,
-                                   capabilities, endpoints, recipe, description}]}
-GET  /v1/models/{name}             the same plus config (config.json), metrics (metrics.json or null),
+                                   capabilities, endpoints, recipe, classes, description: from the model's own
+                                   config, e.g. "conditional vae on mnist", "gpt on file:notes.txt (char tokens)"}]};
+                                   a model that cannot be loaded (damaged config.json, weights that do not match
+                                   it) is listed as {id, object, created, error, hint}
+GET  /v1/models/{name}             the same plus config (config.json; data files by name only), metrics (or null),
                                    previews {file: url}, samples_text (text models' samples.txt or null)
 GET  /v1/models/{name}/previews/{file}   samples.png | reconstructions.png | class_histogram.png | samples.txt
-POST /v1/images/generations        JSON {model, n: 1..64 = 16, seed: 0..2^32-1 = 0, class: int >= 0 | null,
+POST /v1/images/generations        JSON {model, n: 1..64 = 16, seed: 0..2^63-1 = 0, class: 0..10^6 | null,
                                    response_format: "b64_json" | "png"}
                                    -> {created, model, data: [{b64_json}]} (one PNG per image, native size)
                                    or image/png: one grid (tiles enlarged as in `genlab sample`)
@@ -59,27 +83,35 @@ to the model's shape (as `genlab apply` does). A request body is at most 16 MiB.
 Errors are JSON, never a traceback: {"error": {"message", "hint", "type", "param", "code"}}.
     400  malformed JSON; a setting the model rejects (unknown class, a character outside a
          char model's alphabet, greedy with n > 1, ...); a model of the wrong kind; a bad model name ("../x")
-    404  unknown model or endpoint                  405  wrong method
+    401  no or a wrong API key                       403  a request from another site's page
+    404  unknown model or endpoint                  405  wrong method (the Allow header lists the right ones)
+    408  the body did not arrive within --read-timeout
     413  body, file or image too large               415  wrong Content-Type, or an upload that is not an image
+    421  a Host header the server does not answer to
     422  a field missing, of the wrong type, out of its bounds, or unknown
-    429  queue full (Retry-After header)             504  time limit exceeded
-    500  a model directory that cannot be loaded
+    429  queue full (Retry-After header)             503  too many open connections
+    504  time limit exceeded
+    500  a model directory that cannot be loaded (damaged, or its weights do not match its config.json);
+         an unexpected failure (the reply names its type; the server log has the details)
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .._version import __version__
+from ..errors import GenlabError
 from .applications import application_routes, applications_router
 from .docs import render_docs
 from .errors import add_error_handlers
-from .guard import RequestGuard
+from .guard import AccessPolicy, RequestGuard
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
 from .models import models_router
@@ -87,15 +119,27 @@ from .runtime import InferencePool, ModelStore
 from .sampling import JSON_BODIES, sampling_router
 
 STUDIO_DIR = Path(__file__).resolve().parent / "studio"
-API_REFERENCE = "Endpoints\n" + (__doc__ or "").partition("Endpoints\n")[2]  # shown at the top of /docs
+API_REFERENCE = "Access\n" + (__doc__ or "").partition("Access\n")[2]  # shown at the top of /docs
 
 
 def create_app(models_dir: str | Path, *, max_loaded_models: int = 4, workers: int = 2, queue_size: int = 16,
-               request_timeout_s: float = 60.0, studio_dir: str | Path | None = STUDIO_DIR) -> FastAPI:
+               request_timeout_s: float = 60.0, studio_dir: str | Path | None = STUDIO_DIR,
+               allowed_hosts: Iterable[str] = (), cors_origins: Iterable[str] = (), api_key: str | None = None,
+               read_timeout_s: float = 30.0) -> FastAPI:
     """The FastAPI app serving the models in `models_dir` (see the module docstring): routers by
     area (service, models, sampling, the registered applications), then the studio.
 
+    Access (guard.py): the Host header must be a loopback name or address, or one of
+    `allowed_hosts` ("*": any; "0.0.0.0" or "::": any address literal); a request with an Origin
+    other than the server's own is refused unless it is one of `cors_origins` (those get CORS
+    headers); with `api_key`, every /v1 and /metrics request needs Authorization: Bearer KEY.
+    A request body must arrive within `read_timeout_s`. (Test clients: TestClient(app,
+    base_url="http://127.0.0.1").)
+
     Torch's thread count is the caller's business (`genlab serve` sets cpus // workers)."""
+    if not read_timeout_s > 0:
+        raise GenlabError(f"the read timeout must be positive, got {read_timeout_s}")
+    access = AccessPolicy(allowed_hosts, cors_origins, api_key)
     store = ModelStore(models_dir, max_loaded_models)
     pool = InferencePool(workers, queue_size, request_timeout_s)
     metrics = Metrics()
@@ -108,16 +152,19 @@ def create_app(models_dir: str | Path, *, max_loaded_models: int = 4, workers: i
     # docs_url=None: FastAPI's /docs loads Swagger UI from a CDN; ours (docs.py) works offline.
     app = FastAPI(title="genlab", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan,
                   description=API_REFERENCE)
-    app.state.store, app.state.pool, app.state.metrics = store, pool, metrics
+    app.state.store, app.state.pool, app.state.metrics, app.state.access = store, pool, metrics, access
     routes = application_routes()
     json_bodies = {**JSON_BODIES, **{r.path: r.form for _, r in routes if r.body == "json"}}
     app.add_middleware(RequestGuard, metrics=metrics, json_bodies=set(json_bodies),
-                       multipart_bodies={r.path for _, r in routes if r.body == "multipart"})
+                       multipart_bodies={r.path for _, r in routes if r.body == "multipart"}, access=access,
+                       read_timeout_s=read_timeout_s)
     add_error_handlers(app, json_bodies)
     _add_service_routes(app, store, pool, metrics)
-    for router in (models_router(), sampling_router(), applications_router()):
+    routers = (models_router(), sampling_router(), applications_router())
+    for router in routers:
         app.include_router(router)
-    _mount_studio(app, studio_dir)
+    api_routes = [r for r in app.routes if getattr(r, "methods", None)] + [r for router in routers for r in router.routes]
+    _mount_studio(app, studio_dir, api_routes)
     return app
 
 
@@ -125,7 +172,7 @@ def _add_service_routes(app: FastAPI, store: ModelStore, pool: InferencePool, me
     @app.get("/healthz", summary="liveness and what the server holds", tags=["service"])
     async def healthz():
         names = await run_in_threadpool(store.names)
-        return {"status": "ok", "version": __version__, "models_dir": str(store.root), "models": len(names),
+        return {"status": "ok", "version": __version__, "models_dir": store.display_name, "models": len(names),
                 "loaded": [name for name, _ in store.loaded()], "queue": pool.status()}
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse, tags=["service"])
@@ -137,13 +184,25 @@ def _add_service_routes(app: FastAPI, store: ModelStore, pool: InferencePool, me
         return HTMLResponse(render_docs(app.openapi()))
 
 
-def _mount_studio(app: FastAPI, studio_dir: str | Path | None) -> None:
-    """The studio last: it answers every path the API does not."""
+def _mount_studio(app: FastAPI, studio_dir: str | Path | None, api_routes: list) -> None:
+    """The studio last: it answers every path the API does not. A request for an API path
+    with a method the API does not take reaches the mount too; it is answered 405 with the
+    methods that path does take (not the studio's GET, HEAD)."""
     studio = Path(studio_dir) if studio_dir is not None else None
     if studio is not None and (studio / "index.html").is_file():
         from fastapi.staticfiles import StaticFiles
 
-        app.mount("/", StaticFiles(directory=studio, html=True), name="studio")
+        files = StaticFiles(directory=studio, html=True)
+
+        async def studio_files(scope, receive, send):
+            if scope["type"] == "http":
+                methods = sorted({m for route in api_routes if route.path_regex.match(scope["path"])
+                                  for m in route.methods})
+                if methods:
+                    raise StarletteHTTPException(405, headers={"Allow": ", ".join(methods)})
+            await files(scope, receive, send)
+
+        app.mount("/", studio_files, name="studio")
         return
 
     @app.get("/", include_in_schema=False)

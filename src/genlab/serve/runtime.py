@@ -18,6 +18,7 @@ generation also checks the deadline between tokens and stops early.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import re
 import threading
@@ -51,23 +52,47 @@ class JobTimeout(Exception):
 
 
 class ModelStore:
-    """Model directories by name, and a bounded LRU cache of loaded models."""
+    """Model directories by name, and a bounded LRU cache of loaded models.
+
+    `models_dir` is a folder of model directories, or one model directory (it holds
+    config.json): that model is then the only one, named after its folder."""
 
     def __init__(self, models_dir: str | Path, max_loaded: int = 4):
-        root = Path(models_dir).expanduser()
-        if not root.is_dir():
-            raise GenlabError(f"no models directory at {root}",
+        given = Path(models_dir).expanduser()
+        if not given.is_dir():
+            raise GenlabError(f"no models directory at {given}",
                               "pass a folder whose sub-folders are model directories written by `genlab train`")
         if max_loaded < 1:
             raise GenlabError(f"the model cache must hold at least one model, got {max_loaded}")
-        self.root = root.resolve()
+        self.only: str | None = None  # the one model's name when models_dir is a model directory
+        if (given / CONFIG_NAME).is_file():
+            real = given.resolve()
+            if not MODEL_NAME.fullmatch(real.name) or len(real.name) > 128 or real.parent == real:
+                raise GenlabError(f"{given} is one model directory, and its folder's name {real.name!r} cannot be a "
+                                  "model name", "rename the folder (letters, digits, '.', '_' and '-'), or pass the "
+                                  "folder that holds it")
+            self.only = real.name
+            given = real.parent
+        self.root = given.resolve()
         self.max_loaded = max_loaded
+        # The forms of the models directory that error messages may contain (scrubbed before they go out).
+        as_given = Path(models_dir).expanduser().absolute()
+        as_given = as_given.parent if self.only is not None else as_given
+        self.public_roots = tuple(dict.fromkeys((str(self.root), str(as_given))))
         self._cache: OrderedDict[str, tuple[tuple, object]] = OrderedDict()  # name -> (file stamps, model)
+        self._checked: dict[str, tuple[tuple, GenlabError | None]] = {}  # name -> (file stamps, weights check)
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}  # one load at a time per model
 
+    @property
+    def display_name(self) -> str:
+        """What the server says it serves: the folder's name, never its path."""
+        return self.only or self.root.name
+
     def names(self) -> list[str]:
         """The models in the directory: sub-folders holding a config.json (symlinks only within it)."""
+        if self.only is not None:
+            return [self.only] if (self.root / self.only / CONFIG_NAME).is_file() else []
         found = []
         for child in sorted(self.root.iterdir()):
             if MODEL_NAME.fullmatch(child.name) and self._inside(child) and (child / CONFIG_NAME).is_file():
@@ -78,6 +103,34 @@ class ModelStore:
         real = path.resolve()
         return real != self.root and real.is_relative_to(self.root)
 
+    def check(self, name: str, config: dict | None = None) -> GenlabError | None:
+        """Why model `name` cannot be loaded, from its config and the safetensors header alone
+        (genlab.artifact.check_weights: no weights read, nothing allocated), or None. Cached
+        until its files change."""
+        from .. import artifact
+
+        path = self.path(name)
+        stamp = _stamp(path)
+        with self._lock:
+            checked = self._checked.get(name)
+        if checked is not None and checked[0] == stamp:
+            return checked[1]
+        check_weights = getattr(artifact, "check_weights", None)
+        problem = None
+        try:
+            config = config if config is not None else artifact.read_config(path)
+            if check_weights is not None:
+                check_weights(path, config)
+        except GenlabError as e:
+            problem = e
+        except Exception as e:  # a config.json edited into something no family can build
+            logging.getLogger("genlab.serve").warning("model %r: %s: %s", name, type(e).__name__, e)
+            problem = GenlabError(f"{CONFIG_NAME} of model {name!r} does not describe a model genlab can build "
+                                  f"({type(e).__name__})", "restore the file or train the model again")
+        with self._lock:
+            self._checked[name] = (stamp, problem)
+        return problem
+
     def path(self, name: str, param: str = "model") -> Path:
         """The directory of model `name`, which must lie inside the models directory."""
         if not isinstance(name, str) or not MODEL_NAME.fullmatch(name) or len(name) > 128:  # schemas.MAX_MODEL_NAME
@@ -85,7 +138,7 @@ class ModelStore:
                            "a model name is the name of a folder in the models directory: letters, digits, "
                            "'.', '_' and '-', without '/' or '..'; GET /v1/models lists them", param=param)
         path = self.root / name
-        if not path.exists():
+        if not path.exists() or (self.only is not None and name != self.only):
             known = self.names()
             listed = ", ".join(known[:8]) + (" ..." if len(known) > 8 else "")
             raise APIError(404, f"no model named {name!r}",
@@ -118,6 +171,9 @@ class ModelStore:
             from ..artifact import load
 
             try:
+                problem = self.check(name)  # a damaged model is refused before anything is allocated
+                if problem is not None:
+                    raise problem
                 model = load(path)
             except GenlabError as e:
                 raise APIError(500, f"model {name!r} cannot be loaded: {e.message}", e.hint) from None

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..errors import GenlabError
 from . import jobs
-from .errors import ERROR_TYPES
+from .errors import error_body, log
 from .runtime import APIError, InferencePool, JobTimeout, ModelStore
 from .schemas import CompletionRequest, ImageGenerationRequest
 
@@ -110,8 +110,11 @@ async def _stream_completion(store: ModelStore, pool: InferencePool, body: Compl
                     try:
                         result = _raise_job_error(item[1], pool)
                     except (APIError, GenlabError) as e:
-                        yield chunk({"error": {"message": e.message, "hint": e.hint,
-                                               "type": ERROR_TYPES.get(e.status), "code": e.status}})
+                        yield chunk(error_body(e.status, e.message, e.hint, e.param, store.public_roots))
+                    except Exception as e:  # the details go to the log, as for any 500
+                        log.exception("unexpected error while streaming a completion")
+                        yield chunk(error_body(500, f"internal error ({type(e).__name__}); the server log has the "
+                                               "details", "please report it with the request that caused it"))
                     else:
                         for index, reason in enumerate(result.finish_reasons):
                             yield chunk({**reply, "choices": [{"text": "", "index": index, "logprobs": None,

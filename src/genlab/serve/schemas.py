@@ -12,14 +12,15 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from ..limits import MAX_COMPLETIONS, MAX_IMAGES, MAX_NEW_TOKENS, MAX_PROMPT_CHARS, MAX_STOP, MAX_STOP_CHARS, ModelName, Seed, Strict
+from ..limits import MAX_CLASS, MAX_COMPLETIONS, MAX_IMAGES, MAX_NEW_TOKENS, MAX_PROMPT_CHARS, MAX_STOP, MAX_STOP_CHARS, ModelName, Seed, Strict
 
 
 class ImageGenerationRequest(Strict):
     model: str = ModelName
     n: int = Field(16, ge=1, le=MAX_IMAGES, description="number of images")
     seed: int = Seed
-    class_: int | None = Field(None, alias="class", ge=0, description="class label (class-conditional models)")
+    class_: int | None = Field(None, alias="class", ge=0, le=MAX_CLASS,
+                                description="class label (class-conditional models)")
     response_format: Literal["b64_json", "png"] = Field(
         "b64_json", description="b64_json: one base64 PNG per image; png: one PNG grid of all of them")
 

@@ -40,10 +40,28 @@ async function readError(response) {
 }
 
 // fetch that turns a failed request (network or HTTP status) into an ApiError with a readable message.
+// A server started with --api-key answers 401 without `Authorization: Bearer KEY`: the page asks
+// for the key once, keeps it for this tab only (sessionStorage) and sends it with every request.
+const KEY_SLOT = "genlab-api-key";
+
+function withKey(options) {
+  const key = sessionStorage.getItem(KEY_SLOT);
+  return key ? { ...options, headers: { ...(options.headers ?? {}), Authorization: `Bearer ${key}` } } : options;
+}
+
 async function request(path, options = {}) {
   let response;
   try {
-    response = await fetch(path, options);
+    const sent = sessionStorage.getItem(KEY_SLOT);
+    response = await fetch(path, withKey(options));
+    if (response.status === 401) {
+      // Several requests may be refused at once: only the first asks, the others use its answer.
+      if (sessionStorage.getItem(KEY_SLOT) === sent) {
+        const key = window.prompt("This genlab server needs its API key (genlab serve --api-key):");
+        if (key) sessionStorage.setItem(KEY_SLOT, key.trim());
+      }
+      if (sessionStorage.getItem(KEY_SLOT) !== sent) response = await fetch(path, withKey(options));
+    }
   } catch (e) {
     if (e.name === "AbortError") throw e;
     throw new ApiError(`cannot reach the genlab server (${e.message}); is \`genlab serve\` still running?`);
