@@ -55,3 +55,27 @@ def assert_clean_error(code: int, err: str, *needles: str) -> None:
     assert "Traceback" not in err
     for needle in needles:
         assert needle.lower() in err.lower(), f"{needle!r} not in {err!r}"
+
+
+# ----------------------------------------------------------------------------- no paths in replies
+# Every HTTP reply any test receives through a TestClient is checked: it may not contain the
+# session's temporary directory (where every test's models live), i.e. no absolute path leaks.
+
+_BASETEMP: list[bytes] = []
+
+
+def pytest_configure(config):
+    from starlette.testclient import TestClient
+
+    original = TestClient.request
+
+    def checked_request(self, *args, **kwargs):
+        response = original(self, *args, **kwargs)
+        if not _BASETEMP:
+            _BASETEMP.append(str(config._tmp_path_factory.getbasetemp()).encode())
+        leaked = _BASETEMP[0] in response.content or _BASETEMP[0] in b"".join(
+            value.encode("latin-1") for value in response.headers.values())
+        assert not leaked, f"a reply to {args[:2]} contains the test's temporary directory path: {response.text[:300]}"
+        return response
+
+    TestClient.request = checked_request

@@ -356,3 +356,18 @@ def test_extreme_decoding_settings_still_generate(tiny_gpt, capsys, args):
     code, out, err = run_cli(capsys, "generate", str(tiny_gpt), "--prompt", "A", "--max-new-tokens", "8", *args)
     assert code == 0, err
     assert out.startswith("A") and len(out.rstrip("\n")) > 1
+
+
+def test_denoise_on_one_image_says_its_filter_was_tuned_on_that_image(tmp_path, capsys):
+    denoiser = genlab.train("denoise-mnist", ["data.name=digits", "steps=5", "model.channels=8", "model.depth=2",
+                                              "batch_size=32", "train.progress=false", "train.tensorboard=false"],
+                            out=tmp_path / "denoiser")
+    Image.fromarray((np.arange(64).reshape(8, 8) * 4).astype(np.uint8)).save(tmp_path / "d.png")
+    code, out, err = run_cli(capsys, "apply", "denoise", str(denoiser), str(tmp_path / "d.png"), "--noise", "gaussian:0.3",
+                             "-o", str(tmp_path / "clean.png"))
+    assert code == 0, err
+    assert "tuned on this image" in out
+    code, out, err = run_cli(capsys, "apply", "denoise", str(denoiser), "--against", "test", "-n", "20",
+                             "-o", str(tmp_path / "grid.png"))
+    assert code == 0, err
+    assert "tuned on other images" in out

@@ -646,3 +646,18 @@ def test_an_unexpected_failure_is_a_500_json_error_without_a_traceback(models_di
         error = assert_error(response, 500, "internal error", "RuntimeError")
         assert "deep inside" not in response.text  # details stay in the server log
         assert error["type"] == "server_error"
+
+
+def test_the_sweeps_500s_are_4xx_or_answers(client):
+    """From the hardening sweep: a class id of 1e20 (generations, inpaint) and extreme decoding
+    settings on /v1/completions were 500s."""
+    image = {"image": png_upload(np.zeros((8, 8), np.uint8))}
+    for response in (client.post("/v1/images/generations", json={"model": "cvae", "n": 2, "class": 1e20}),
+                     client.post("/v1/images/inpaint", data={"model": "cvae", "mask_spec": "half:top", "class": "1e20"},
+                             files=image)):
+        assert response.status_code == 422 and response.json()["error"]["param"] == "class", response.text
+    for setting in ({"temperature": 1e-300}, {"top_p": 1e-300}, {"repetition_penalty": 1e-300},
+                    {"temperature": 1e-300, "top_p": 1e-300, "repetition_penalty": 9.99}):
+        response = client.post("/v1/completions", json={"model": "gpt", "prompt": "The ", "max_tokens": 4, **setting})
+        assert response.status_code == 200, (setting, response.text)
+        assert response.json()["choices"][0]["finish_reason"] in ("stop", "length")
