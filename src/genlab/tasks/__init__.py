@@ -23,10 +23,8 @@ from .inpaint import inpaint, masked_psnr, mean_fill
 from .interpolate import interpolate, slerp, traverse
 from .superres import evaluate_superres, superres
 
-TASKS = ("inpaint", "superres", "denoise", "anomaly", "interpolate", "traverse", "augment", "compress")
-
 __all__ = [
-    "TASKS", "inpaint", "mean_fill", "masked_psnr", "superres", "evaluate_superres", "denoise", "evaluate_denoise",
+    "inpaint", "mean_fill", "masked_psnr", "superres", "evaluate_superres", "denoise", "evaluate_denoise",
     "classical_denoise", "anomaly_scores", "auroc", "one_class_auroc", "interpolate", "slerp", "traverse",
     "synthesize", "augmentation_benefit", "compress", "encode_codes", "decode_codes", "fit_entropy_model",
 ]
