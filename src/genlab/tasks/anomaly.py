@@ -36,7 +36,7 @@ def anomaly_scores(model, images: torch.Tensor, *, method: str = "elbo", samples
         model.require("encode", "reconstruction-error anomaly scores")
     else:
         model.require("log_likelihood", f"{method} anomaly scores")
-    if getattr(model.config, "conditional", False) and labels is None:
+    if "conditional" in model.capabilities and labels is None:
         raise GenlabError("a class-conditional model scores an image only together with its class",
                           "use an unconditional model (trained on the normal data only)")
     shape = tuple(model.config.input_shape)

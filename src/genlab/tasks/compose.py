@@ -108,10 +108,9 @@ def _check_settings(bars, seed, temperature, top_p, tempo) -> None:
 
 
 def _require_music_model(model) -> None:
-    kind = getattr(model, "data_kind", None)
-    if kind not in ("music", "pianoroll") or "compose" not in getattr(model, "capabilities", ()):
-        family = getattr(model, "family", type(model).__name__)
-        raise GenlabError(f"composing needs a music model; this is a {family} model of {kind} data",
+    kind = model.data_kind
+    if kind not in ("music", "pianoroll") or "compose" not in model.capabilities:
+        raise GenlabError(f"composing needs a music model; this is a {model.family} model of {kind} data",
                           "train one first, e.g. `genlab train gpt-chorales` (or lstm-chorales, lstm-jsb)")
 
 

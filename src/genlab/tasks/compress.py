@@ -47,7 +47,7 @@ class EntropyModel:
 def _check(model) -> None:
     model.require("encode", "latent-code compression")
     model.require("decode", "latent-code compression")
-    if getattr(model.config, "conditional", False):
+    if "conditional" in model.capabilities:
         raise GenlabError("compression needs an unconditional VAE: a conditional one would need the label coded too",
                           "train one without model.conditional")
 

@@ -85,7 +85,7 @@ def _check_inputs(model, images: torch.Tensor, mask: torch.Tensor) -> torch.Tens
 
 
 def _labels_for_restarts(model, labels: torch.Tensor | None, n: int, restarts: int) -> tuple[torch.Tensor | None, int]:
-    if not getattr(model.config, "conditional", False):
+    if "conditional" not in model.capabilities:
         if labels is not None:
             raise GenlabError(f"this {model.family} model is unconditional, so it cannot fill in a given class",
                               "leave out the class")
@@ -194,9 +194,9 @@ def _optimize(model, decode, encode, images, missing, steps, restarts, lr, pixel
 
 @torch.no_grad()
 def _resample(model, images, missing, steps, labels, generator):
-    if getattr(model.config, "conditional", False) and labels is None:
+    if "conditional" in model.capabilities and labels is None:
         raise GenlabError("the resample method needs the class for a conditional model", "pass --class, or use --method optimize")
-    if labels is not None and not getattr(model.config, "conditional", False):
+    if labels is not None and "conditional" not in model.capabilities:
         raise GenlabError(f"this {model.family} model is unconditional, so it cannot fill in a given class",
                           "leave out the class")
     x = mean_fill(images, missing, model.data_range)

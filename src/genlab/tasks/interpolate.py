@@ -37,7 +37,7 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 def _labels(model, label: int | None, n: int) -> torch.Tensor | None:
-    if not getattr(model.config, "conditional", False):
+    if "conditional" not in model.capabilities:
         if label is not None:
             raise GenlabError(f"this {model.family} model is unconditional, so it takes no class", "leave out the class")
         return None
