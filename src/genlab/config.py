@@ -205,13 +205,17 @@ def load_recipe(name_or_path: str) -> dict:
 def _parse_recipe(text: str, source: str) -> dict:
     """The recipe's sections, checked: a mapping with a family name and data/model/train mappings."""
     try:
-        recipe = yaml.safe_load(text)  # safe_load: a !!python tag is refused, never executed
+        recipe = _plain_yaml(text)  # safe_load: a !!python tag is refused, never executed
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or type(e).__name__
         raise GenlabError(f"recipe {source} is not valid YAML{where}: {problem}",
                           "recipes are plain YAML mappings: family, data, model, train") from None
+    except YAML_FAILURES as e:
+        raise GenlabError(f"recipe {source} is not valid YAML or holds a value that is not plain data "
+                          f"({type(e).__name__}: {e})", "recipes hold numbers, text, lists and mappings: quote dates "
+                          "and tagged values, e.g. name: '2020-01-01'") from None
     if not isinstance(recipe, dict):
         raise GenlabError(f"recipe {source} must be a YAML mapping with family, data, model and train, "
                           f"got {type(recipe).__name__}")
@@ -229,6 +233,20 @@ def _parse_recipe(text: str, source: str) -> dict:
     return recipe
 
 
+# What yaml.safe_load raises besides YAMLError: ValueError, KeyError, IndexError, AttributeError for
+# malformed tagged scalars (`!!int x`, `!!bool x`, `!!timestamp x`, a date such as 2020-13-45) and
+# RecursionError for runaway nesting; and what _plain_yaml's check raises (TypeError, ValueError).
+YAML_FAILURES = (yaml.YAMLError, ValueError, LookupError, AttributeError, TypeError, RecursionError)
+
+
+def _plain_yaml(text: str) -> Any:
+    """yaml.safe_load(text), checked to be plain data, as config.json holds it: a date, a set,
+    binary data or an alias that contains itself (`&a [*a]`) is refused. Raises one of YAML_FAILURES."""
+    value = yaml.safe_load(text)
+    json.dumps(value)  # TypeError: not JSON data; ValueError: a self-reference
+    return value
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise GenlabError(f"cannot read override {text!r}", "write overrides as key=value, e.g. epochs=5 or model.latent_dim=32")
@@ -237,9 +255,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key:
         raise GenlabError(f"override {text!r} has an empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
+        value = _plain_yaml(raw) if raw.strip() else ""
+    except YAML_FAILURES:
+        value = raw  # not plain YAML data: the text itself (the setting's type check names it if it must be a number)
     parts = key.split(".")
     if len(parts) == 1 and parts[0] in SHORTHAND_TRAIN_KEYS:
         parts = ["train", parts[0]]

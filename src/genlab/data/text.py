@@ -144,6 +144,8 @@ def read_text_file(path: Path) -> str:
     except UnicodeDecodeError as e:
         raise GenlabError(f"{path} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start} is invalid)",
                           convert) from None
+    if not text:  # a UTF-8 byte-order mark and nothing else
+        raise GenlabError(f"{path} is empty", "give a file with some text in it")
     # Windows line endings would double every line break in the model's alphabet and statistics.
     return text.replace("\r\n", "\n")
 
@@ -336,7 +338,10 @@ def tokenizer_from_json(text: str, source: str = "tokenizer.json"):
         raise GenlabError(f"{source} is not a tokenizer", damaged)
     kind = data.get("genlab_tokenizer")
     if kind == "char":
-        return CharTokenizer(data.get("symbols") or [])
+        symbols = data.get("symbols")
+        if not isinstance(symbols, list) or not all(isinstance(s, str) for s in symbols):
+            raise GenlabError(f"{source} is not a char tokenizer: its symbols are not a list of characters", damaged)
+        return CharTokenizer(symbols)
     if kind == "byte":
         return ByteTokenizer()
     if isinstance(data.get("model"), dict) and data["model"].get("type") == "BPE":

@@ -117,8 +117,10 @@ from .metrics import Metrics
 from .models import models_router
 from .runtime import InferencePool, ModelStore
 from .sampling import JSON_BODIES, sampling_router
+from .schemas import ErrorResponse
 
 STUDIO_DIR = Path(__file__).resolve().parent / "studio"
+ERRORS = "an error, as JSON: 4xx for the request (400, 404, 413, 415, 422, 429, ...), 5xx for the server (500, 504)"
 API_REFERENCE = "Access\n" + (__doc__ or "").partition("Access\n")[2]  # shown at the top of /docs
 
 
@@ -150,8 +152,9 @@ def create_app(models_dir: str | Path, *, max_loaded_models: int = 4, workers: i
         pool.shutdown()
 
     # docs_url=None: FastAPI's /docs loads Swagger UI from a CDN; ours (docs.py) works offline.
+    # responses: every error is {"error": {...}} (errors.py); documented so, in place of FastAPI's 422 {"detail": [...]}.
     app = FastAPI(title="genlab", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan,
-                  description=API_REFERENCE)
+                  description=API_REFERENCE, responses={"default": {"model": ErrorResponse, "description": ERRORS}})
     app.state.store, app.state.pool, app.state.metrics, app.state.access = store, pool, metrics, access
     routes = application_routes()
     json_bodies = {**JSON_BODIES, **{r.path: r.form for _, r in routes if r.body == "json"}}

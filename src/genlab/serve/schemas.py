@@ -48,3 +48,18 @@ class CompletionRequest(Strict):
         if any(not s or len(s) > MAX_STOP_CHARS for s in stops):
             raise ValueError(f"each stop string must have 1 to {MAX_STOP_CHARS} characters")
         return stops
+
+
+class ErrorDetail(Strict):
+    message: str = Field(description="what went wrong, in one sentence")
+    hint: str | None = Field(description="what to do about it")
+    type: str = Field(description="the error's kind, e.g. invalid_request_error, not_found_error")
+    param: str | None = Field(description="the field or parameter at fault")
+    code: int = Field(description="the HTTP status")
+
+
+class ErrorResponse(Strict):
+    """Every error reply (errors.py): documented as each operation's `default` response, so the
+    OpenAPI document describes the errors the server sends rather than FastAPI's {"detail": [...]}."""
+
+    error: ErrorDetail
