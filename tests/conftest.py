@@ -30,6 +30,27 @@ def subprocess_env(**extra: str) -> dict:
     return env
 
 
+# Tiny models of every kind the HTTP API serves (tests/test_serve.py, tests/test_fuzz.py).
+SERVED_QUICK = ["batch_size=32", "train.progress=false", "train.tensorboard=false", "train.eval_batches=2"]
+SERVED_VAE = ["steps=25", "model.hidden=[32]", "model.latent_dim=4", "model.iwae_k=8", *SERVED_QUICK]
+SERVED_GPT = ["data.name=pydoc", "steps=20", "model.n_layer=1", "model.n_head=2", "model.n_embd=32", "data.block_size=32",
+              "batch_size=8", "train.eval_batches=2", "train.progress=false", "train.tensorboard=false"]
+
+
+def train_served_models(root: Path) -> Path:
+    """vae, cvae, gpt, sr and denoiser: one tiny model of each image and text kind the API serves."""
+    import genlab
+
+    genlab.train("vae-digits", SERVED_VAE, out=root / "vae")
+    genlab.train("vae-digits", [*SERVED_VAE, "model.conditional=true"], out=root / "cvae")
+    genlab.train("gpt-shakespeare-char", SERVED_GPT, out=root / "gpt")
+    genlab.train("sr-mnist-x2", ["data.name=digits", "steps=15", "model.channels=8", "model.num_blocks=1", *SERVED_QUICK],
+                 out=root / "sr")
+    genlab.train("denoise-mnist", ["data.name=digits", "steps=15", "model.channels=8", "model.depth=2", *SERVED_QUICK],
+                 out=root / "denoiser")
+    return root
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A trained (briefly) vae-digits model directory shared by read-only tests."""

@@ -28,16 +28,13 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import negative_data_rejection, response_schema_conformance
 
 import genlab
+from conftest import train_served_models
 from genlab.config import SHORTHAND_TRAIN_KEYS, TrainConfig
 from genlab.errors import GenlabError
 from genlab.models.transformer import GPTConfig
 from genlab.models.vae import VAEConfig
 
 # The same tiny models tests/test_serve.py serves (seconds to train), plus a tiny music model.
-QUICK = ["batch_size=32", "train.progress=false", "train.tensorboard=false", "train.eval_batches=2"]
-TINY_VAE = ["steps=25", "model.hidden=[32]", "model.latent_dim=4", "model.iwae_k=8", *QUICK]
-TINY_GPT = ["data.name=pydoc", "steps=20", "model.n_layer=1", "model.n_head=2", "model.n_embd=32", "data.block_size=32",
-            "batch_size=8", "train.eval_batches=2", "train.progress=false", "train.tensorboard=false"]
 TINY_MUSIC = ["data.max_pieces=8", "data.block_size=64", "model.n_layer=1", "model.n_head=2", "model.n_embd=32",
               "batch_size=8", "steps=10", "train.eval_every=10", "train.eval_batches=2", "train.warmup_steps=2",
               "train.progress=false", "train.tensorboard=false"]
@@ -58,14 +55,7 @@ ERROR_FIELDS = {"message", "hint", "type", "param", "code"}
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory) -> Path:
     """A models directory with one tiny model of each kind the API serves."""
-    root = tmp_path_factory.mktemp("fuzzed")
-    genlab.train("vae-digits", TINY_VAE, out=root / "vae")
-    genlab.train("vae-digits", [*TINY_VAE, "model.conditional=true"], out=root / "cvae")
-    genlab.train("gpt-shakespeare-char", TINY_GPT, out=root / "gpt")
-    genlab.train("sr-mnist-x2", ["data.name=digits", "steps=15", "model.channels=8", "model.num_blocks=1", *QUICK],
-                 out=root / "sr")
-    genlab.train("denoise-mnist", ["data.name=digits", "steps=15", "model.channels=8", "model.depth=2", *QUICK],
-                 out=root / "denoiser")
+    root = train_served_models(tmp_path_factory.mktemp("fuzzed"))
     with pytest.MonkeyPatch.context() as patch:  # the parsed chorales are cached under the data root: not ../shared
         patch.setenv("GENLAB_DATA_DIR", str(tmp_path_factory.mktemp("music-data")))
         genlab.train("gpt-chorales", TINY_MUSIC, out=root / "music")

@@ -27,26 +27,14 @@ from genlab.imageio import to_uint8
 from genlab.serve import create_app
 from genlab.serve.cli import default_torch_threads, is_loopback
 
-from conftest import assert_clean_error, run_cli
+from conftest import assert_clean_error, run_cli, train_served_models
 
-QUICK = ["batch_size=32", "train.progress=false", "train.tensorboard=false", "train.eval_batches=2"]
-TINY_VAE = ["steps=25", "model.hidden=[32]", "model.latent_dim=4", "model.iwae_k=8", *QUICK]
-TINY_GPT = ["data.name=pydoc", "steps=20", "model.n_layer=1", "model.n_head=2", "model.n_embd=32", "data.block_size=32",
-            "batch_size=8", "train.eval_batches=2", "train.progress=false", "train.tensorboard=false"]
 
 
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory) -> Path:
     """A models directory with one tiny model of each kind the API serves."""
-    root = tmp_path_factory.mktemp("served")
-    genlab.train("vae-digits", TINY_VAE, out=root / "vae")
-    genlab.train("vae-digits", [*TINY_VAE, "model.conditional=true"], out=root / "cvae")
-    genlab.train("gpt-shakespeare-char", TINY_GPT, out=root / "gpt")
-    genlab.train("sr-mnist-x2", ["data.name=digits", "steps=15", "model.channels=8", "model.num_blocks=1", *QUICK],
-                 out=root / "sr")
-    genlab.train("denoise-mnist", ["data.name=digits", "steps=15", "model.channels=8", "model.depth=2", *QUICK],
-                 out=root / "denoiser")
-    return root
+    return train_served_models(tmp_path_factory.mktemp("served"))
 
 
 @pytest.fixture(scope="module")
