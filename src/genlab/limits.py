@@ -115,3 +115,9 @@ def bounded_float(name: str, low: float, high: float, hint: str | None = None):
 
 SEED_OPTION = bounded_int("--seed", 0, MAX_SEED)
 CLASS_OPTION = bounded_int("--class", 0, MAX_CLASS)
+
+
+# Appended for recommendations (genlab apply recommend, POST /v1/recommendations).
+MAX_HISTORY_ITEMS = 10_000  # items in one history
+MAX_RECOMMENDATIONS = 1000  # k: recommendations returned at once
+MAX_ITEM_TEXT = 200  # characters of one item id or title substring

@@ -29,11 +29,12 @@ from .errors import GenlabError
 BUILTIN_MODULES = {
     "families": ("genlab.models.vae", "genlab.models.gan", "genlab.models.transformer", "genlab.models.rnn",
                  "genlab.models.superres", "genlab.models.denoiser", "genlab.models.pianoroll",
-                 "genlab.models.events"),
-    "kinds": ("genlab.kinds.image", "genlab.kinds.text", "genlab.kinds.music", "genlab.kinds.pianoroll"),
+                 "genlab.models.events", "genlab.models.multvae", "genlab.models.ease"),
+    "kinds": ("genlab.kinds.image", "genlab.kinds.text", "genlab.kinds.music", "genlab.kinds.pianoroll",
+              "genlab.kinds.interactions"),
     "applications": ("genlab.apps.inpaint", "genlab.apps.superres", "genlab.apps.denoise", "genlab.apps.anomaly",
                      "genlab.apps.interpolate", "genlab.apps.traverse", "genlab.apps.augment",
-                     "genlab.apps.compress", "genlab.apps.compose"),
+                     "genlab.apps.compress", "genlab.apps.compose", "genlab.apps.recommend"),
 }
 PLUGIN_GROUP = "genlab.plugins"  # entry points: each names a module that registers on import
 

@@ -72,3 +72,31 @@ def ndcg_at_k(scores: ArrayLike, relevant: ArrayLike, k: int, exclude: ArrayLike
     dcg = (hits * discounts).sum(1)
     ideal_dcg = discounts.cumsum(0)[num_relevant.clamp(max=k) - 1]
     return float((dcg / ideal_dcg).mean())
+
+
+def ranking_sums(scores: ArrayLike, relevant: ArrayLike, exclude: ArrayLike | None = None, *,
+                 ndcg_ks: tuple[int, ...] = (100,), recall_ks: tuple[int, ...] = (20, 50)) -> dict[str, float]:
+    """Per-batch sums of NDCG@k and Recall@k over the users with a relevant item, and their
+    count ("users"): batches add up exactly (each mean is its sum / users), and a batch where no
+    user has a relevant item adds nothing instead of failing. The same definitions as
+    `ndcg_at_k` and `recall_at_k`; a k above the number of items ranks the whole catalogue."""
+    names = [f"ndcg@{k}" for k in ndcg_ks] + [f"recall@{k}" for k in recall_ks]
+    relevant_t = torch.as_tensor(relevant).detach() != 0
+    if exclude is not None:
+        relevant_t = relevant_t & ~(torch.as_tensor(exclude).detach().to(relevant_t.device) != 0)
+    if not relevant_t.any():
+        return {**{name: 0.0 for name in names}, "users": 0.0}
+    n_items = relevant_t.shape[1]
+    k_max = min(max((*ndcg_ks, *recall_ks)), n_items)
+    hits, num_relevant = _top_k_hits(scores, relevant, k_max, exclude)  # [U', k_max], [U']
+    out = {}
+    for k in ndcg_ks:  # the key keeps the k asked for, even when the catalogue is smaller
+        kk = min(k, n_items)
+        discounts = 1.0 / torch.log2(torch.arange(2, kk + 2, dtype=torch.float64, device=hits.device))
+        ideal = discounts.cumsum(0)[num_relevant.clamp(max=kk) - 1]
+        out[f"ndcg@{k}"] = float(((hits[:, :kk] * discounts).sum(1) / ideal).sum())
+    for k in recall_ks:
+        kk = min(k, n_items)
+        out[f"recall@{k}"] = float((hits[:, :kk].sum(1) / num_relevant.clamp(max=kk)).sum())
+    out["users"] = float(len(num_relevant))
+    return out

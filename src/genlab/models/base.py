@@ -11,7 +11,8 @@ Capabilities are small protocols that tasks and metrics check with `require`: `s
 (unconditional draws; what sample-quality metrics need), `encode`/`decode` (latent models;
 `decode(z, y=None)` returns images in the data range), `log_likelihood` (a bound or exact
 value in nats per example), `conditional` (sampling takes a class label), `generate`
-(continues a prompt; the autoregressive families).
+(continues a prompt; the autoregressive families), `recommend` (`scores(history)`: a
+score per item for each history of clicks; the recommender families).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from torch import nn
 
 from ..errors import GenlabError
 from ..limits import MAX_SAMPLES
+from ..metrics.ranking import ranking_sums
 from ..tensors import eval_mode, rand, randint, randn  # noqa: F401  (the families' helpers, re-exported)
 
 
@@ -50,6 +52,13 @@ class GenerativeModel(nn.Module):
     def training_step(self, batch: dict[str, torch.Tensor], step: int, optimizers: dict) -> dict[str, float]:
         """One optimisation step; call optimizers[name].step(loss). Returns scalars to log."""
         raise NotImplementedError
+
+    def initialize_from_data(self, data, resumed: bool) -> None:
+        """Called by the Trainer once at the start of every fit, before the first step, with the
+        data object it batches. For what a family computes from the whole training split rather
+        than from batches: item counts (popularity), the item-item Gram matrix (EASE's closed
+        form). Every rank calls it; it must be a deterministic function of the data. resumed:
+        the weights came from a checkpoint (do not overwrite what training has changed)."""
 
     @torch.no_grad()
     def validation_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -163,3 +172,38 @@ def check_sample_count(n: int) -> int:
         raise GenlabError(f"the number of samples must be an integer in 1..{MAX_SAMPLES:,}, got {n!r}",
                           "e.g. -n 64; draw more in several calls with different seeds")
     return n
+
+
+class Recommender(GenerativeModel):
+    """What the recommender families (multvae, multdae, ease, popularity) share: they take click
+    histories [B, I] (the interactions data kind), score every item, and are validated by the
+    ranking metrics of Liang et al. 2018 on the held-out users' evaluated items, with the
+    fold-in items excluded from the ranking."""
+
+    data_kind = "interactions"
+    capabilities = frozenset({"recommend"})
+    VALIDATION = {"ndcg_ks": (100,), "recall_ks": (20, 50)}
+
+    def scores(self, history: torch.Tensor) -> torch.Tensor:
+        """[B, I] clicks (0/1) -> [B, I] scores; higher = recommended first."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def validation_step(self, batch):
+        # Sums / batch size: the Trainer's size-weighted mean of these is sum / users, which
+        # summarize_validation turns into the mean over the users with an evaluated item.
+        sums = ranking_sums(self.scores(batch["x"]), batch["heldout"], exclude=batch["x"], **self.VALIDATION)
+        return {key: value / len(batch["x"]) for key, value in sums.items()}
+
+    def summarize_validation(self, means):
+        users = means.pop("users", 0.0)
+        return {key: value / users if users else float("nan") for key, value in means.items()}
+
+    def check_history(self, history: torch.Tensor) -> None:
+        if history.ndim != 2 or history.shape[1] != self.config.num_items:
+            raise GenlabError(f"a history must be [users, {self.config.num_items}] clicks, got {list(history.shape)}")
+
+    @property
+    def device(self) -> torch.device:
+        # ease and popularity hold buffers only (no trainable parameters)
+        return next(iter([*self.parameters(), *self.buffers()])).device

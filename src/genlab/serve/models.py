@@ -93,7 +93,7 @@ def model_summary(store: ModelStore, name: str, detail: bool = False) -> dict:
 
 
 # Data names that are a local path after their prefix ("file:/home/me/notes.txt"): shown by file name only.
-PATH_DATA_PREFIXES = ("file:", "folder:", "idx:", "npz:", "midi:")
+PATH_DATA_PREFIXES = ("file:", "folder:", "idx:", "npz:", "midi:", "csv:", "movielens:")
 
 
 def public_data_name(name):

@@ -27,7 +27,7 @@ from ..imageio import display_scale, make_grid, save_bar_chart, save_grid
 
 BEST_NAME = "best.safetensors"
 # Validation metrics where more is better; everything else (losses, NLLs, perplexities) is minimised.
-HIGHER_IS_BETTER = frozenset({"elbo", "psnr", "accuracy"})
+HIGHER_IS_BETTER = frozenset({"elbo", "psnr", "accuracy", "ndcg@100", "recall@20", "recall@50"})
 
 
 class Callback:

@@ -295,6 +295,9 @@ class Trainer:
             elif self.step >= self.total_steps:
                 self.log(f"checkpoint is at step {self.step}; nothing left to do (raise epochs= or steps= to train longer)")
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        # Statistics a family takes from the whole training split (EASE's Gram matrix,
+        # popularity's counts) rather than from batches; a no-op for the others.
+        self.model.initialize_from_data(self.data, resumed=resume)
         for cb in self.callbacks:
             cb.on_fit_start(self)
         start = time.perf_counter()
