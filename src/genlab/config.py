@@ -63,7 +63,7 @@ class TrainConfig:
     # counts evaluations, not epochs: with the default cadence (about 20 per run) set eval_every.
     early_stopping_patience: int | None = None
     monitor: str = "val.loss"  # the validation metric early stopping and keep_best follow: val.<key>
-    monitor_mode: str = "auto"  # min | max | auto (max for elbo, psnr, accuracy; min otherwise)
+    monitor_mode: str = "auto"  # min | max | auto (max for elbo, psnr, accuracy, ndcg@k, recall@k; min otherwise)
     keep_best: bool = False  # export the best evaluated weights (run_dir/best.safetensors), not the last
 
     def __post_init__(self):
