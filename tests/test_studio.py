@@ -646,3 +646,170 @@ def _alert(driver):
         return driver.switch_to.alert
     except NoAlertPresentException:
         return None
+
+
+# ----------------------------------------------------------------------------- recommend
+
+TINY_EASE = ["data.users=200", "data.items=40", "data.groups=4", "data.clicks_per_user=8",
+             "train.progress=false", "train.tensorboard=false"]
+
+
+@pytest.fixture(scope="module")
+def recommender_server(tmp_path_factory) -> str:
+    """A server of its own with two tiny recommenders (EASE: closed form, ~1 s each), so the other studio
+    tests keep their models directory: one on the planted synthetic set (titled items), one on a CSV of
+    clicks with item ids only (ids 100..111, no titles)."""
+    root = tmp_path_factory.mktemp("studio-recommenders")
+    genlab.train("ease-synthetic", TINY_EASE, out=root / "synthetic-ease")
+    clicks = tmp_path_factory.mktemp("clicks") / "clicks.csv"
+    clicks.write_text("user,item\n" + "".join(f"{u},{100 + i}\n" for u in range(30) for i in range(12) if (u + i) % 3))
+    genlab.train("ease-synthetic", [f"data.name=csv:{clicks}", "data.heldout_users=3", "batch_size=8",
+                                    "train.progress=false", "train.tensorboard=false"], out=root / "ids-only-ease")
+    for path in root.glob("*/*.safetensors"):
+        if path.name != "model.safetensors":
+            path.unlink()
+    yield from serving(root)
+
+
+def recommendations_sent(driver) -> int:
+    """How many requests the page has made to POST /v1/recommendations so far."""
+    return driver.execute_script(
+        "return performance.getEntriesByType('resource').filter(e => e.name.endsWith('/v1/recommendations')).length")
+
+
+def shown_recommendations(driver) -> list[tuple[int, int, str, str]]:
+    from selenium.webdriver.common.by import By
+
+    return [(int(cells[0].text), int(cells[1].text), cells[2].text, cells[3].text)
+            for cells in ([td for td in row.find_elements(By.TAG_NAME, "td")]
+                          for row in driver.find_elements(By.CSS_SELECTOR, "#recommend-table tbody tr"))]
+
+
+def assert_table_is_the_apis(driver, url: str, items: list[int], k: int) -> None:
+    from selenium.webdriver.common.by import By
+
+    table = driver.find_element(By.ID, "recommend-table")
+    wait_for(driver, lambda d: (table.get_attribute("data-state") == "done"
+                                and table.get_attribute("data-history") == ",".join(map(str, items))
+                                and table.get_attribute("data-k") == str(k)) or page_errors(d),
+             f"the table did not show the answer for {items}, k={k}")
+    assert not page_errors(driver)
+    direct = httpx.post(f"{url}/v1/recommendations", timeout=WAIT_S,
+                        json={"model": "synthetic-ease", "items": items, "k": k}).json()
+    shown = shown_recommendations(driver)
+    assert [row[:3] for row in shown] == [(r["rank"], r["item"], r["title"]) for r in direct["recommendations"]]
+    for (*_, score), expected in zip(shown, direct["recommendations"]):
+        assert len(score.split(".")[1]) == 4 and abs(float(score) - expected["score"]) <= 0.5e-4 + 1e-9, (score, expected)
+    assert not {r["item"] for r in direct["recommendations"]} & set(items)  # the history itself is not recommended
+
+
+def test_recommend_tab_builds_a_history_and_shows_the_apis_top_k(recommender_server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    url = recommender_server
+    browser.get(url + "/#recommend")
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#recommend-model option[value='synthetic-ease']"),
+             "the recommender did not appear in the model list")
+    assert browser.find_element(By.ID, "tab-recommend").is_displayed()
+    Select(browser.find_element(By.ID, "recommend-model")).select_by_value("synthetic-ease")
+    wait_for(browser, lambda d: "40 items" in d.find_element(By.ID, "recommend-catalogue").text, "the catalogue did not load")
+    assert browser.find_element(By.ID, "recommend-k").get_attribute("max") == "40"
+    # An empty history says so, and asks the server nothing.
+    empty = browser.find_element(By.ID, "recommend-empty")
+    assert empty.is_displayed() and "history is empty" in empty.text
+    assert not browser.find_element(By.ID, "recommend-table").is_displayed()
+    assert recommendations_sent(browser) == 0
+
+    # The search filters the catalogue as one types, showing at most 20 matches.
+    set_value(browser, "recommend-search", "item")
+    matches = "#recommend-matches button[data-item]"
+    wait_for(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, matches)) == 20, "the matches were not capped at 20")
+    assert "20 more" in browser.find_element(By.ID, "recommend-matches").text
+    set_value(browser, "recommend-search", "group 2")
+    wait_for(browser, lambda d: 3 <= len(d.find_elements(By.CSS_SELECTOR, matches)) < 20, "no matches for 'group 2'")
+    assert all("(group 2)" in b.text for b in browser.find_elements(By.CSS_SELECTOR, matches))
+    chosen = []
+    for _ in range(3):  # a clicked item leaves the matches and joins the history
+        first = browser.find_element(By.CSS_SELECTOR, matches)
+        chosen.append(int(first.get_attribute("data-item")))
+        first.click()
+        wait_for(browser, lambda d: [int(c.get_attribute("data-item")) for c in d.find_elements(By.CSS_SELECTOR, "#recommend-history .chip")]
+                 == chosen, "the clicked item did not join the history")
+    assert not empty.is_displayed()
+    assert_table_is_the_apis(browser, url, chosen, 10)
+    assert len(shown_recommendations(browser)) == 10
+    save_full_page(browser, tmp_path / "studio-recommend.png")
+
+    # k typed digit by digit ("1", then "12"): only the answer for the latest k is shown.
+    set_value(browser, "recommend-k", 12)
+    assert_table_is_the_apis(browser, url, chosen, 12)
+    # An id typed in the search box finds that item.
+    set_value(browser, "recommend-search", "7")
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#recommend-matches button[data-item='7']"), "no match for id 7")
+    assert browser.find_element(By.CSS_SELECTOR, matches).get_attribute("data-item") == "7"  # the exact id comes first
+
+    # Removing an item from the history updates the table to the API's answer for the rest.
+    browser.find_element(By.CSS_SELECTOR, f"#recommend-history .chip[data-item='{chosen[1]}'] button").click()
+    assert_table_is_the_apis(browser, url, [chosen[0], chosen[2]], 12)
+    browser.find_element(By.CSS_SELECTOR, f"#recommend-history .chip[data-item='{chosen[0]}'] button").click()
+    assert_table_is_the_apis(browser, url, [chosen[2]], 12)
+    sent = recommendations_sent(browser)
+    browser.find_element(By.CSS_SELECTOR, f"#recommend-history .chip[data-item='{chosen[2]}'] button").click()
+    wait_for(browser, lambda d: empty.is_displayed(), "the empty history was not announced")
+    time.sleep(1.0)  # well past the debounce: still nothing is sent
+    assert recommendations_sent(browser) == sent
+    assert browser.find_element(By.ID, "recommend-table").get_attribute("data-state") == "empty"
+    assert shown_recommendations(browser) == []
+
+    # An error from the API is shown next to the controls: k above what is left to recommend.
+    browser.find_element(By.CSS_SELECTOR, "#recommend-matches button[data-item='7']").click()
+    set_value(browser, "recommend-k", 40)
+    error = browser.find_element(By.ID, "recommend-error")
+    wait_for(browser, lambda d: error.is_displayed(), "the API's error was not shown")
+    assert error.text.startswith("HTTP 422") and "more than the 39 items" in error.text
+    set_value(browser, "recommend-k", 5)
+    assert_table_is_the_apis(browser, url, [7], 5)
+    assert not error.is_displayed()
+    assert page_errors(browser) == []
+
+    # The Apply tab's `recommend` entry leads here instead of a generic form.
+    browser.find_element(By.ID, "tab-button-apply").click()
+    entry = "#applications-list li[data-application='recommend']"
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, entry), "recommend is not listed")
+    assert "(on the recommend tab)" in browser.find_element(By.CSS_SELECTOR, entry).text
+    browser.find_element(By.CSS_SELECTOR, f"{entry} button").click()
+    assert browser.find_element(By.ID, "tab-recommend").is_displayed()
+    assert not browser.find_element(By.ID, "apply-panel").is_displayed()
+
+
+def test_recommend_tab_searches_and_shows_ids_when_the_catalogue_has_no_titles(recommender_server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    browser.get(recommender_server + "/#recommend")
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#recommend-model option[value='ids-only-ease']"),
+             "the ids-only recommender did not appear in the model list")
+    Select(browser.find_element(By.ID, "recommend-model")).select_by_value("ids-only-ease")
+    wait_for(browser, lambda d: "ids only" in d.find_element(By.ID, "recommend-catalogue").text, "the catalogue did not load")
+    assert browser.find_element(By.ID, "recommend-k").get_attribute("max") == "12"
+    set_value(browser, "recommend-k", 10)
+    set_value(browser, "recommend-search", "10")
+    matches = "#recommend-matches button[data-item]"
+    catalogue = httpx.get(f"{recommender_server}/v1/models/ids-only-ease", timeout=WAIT_S).json()["config"]["model"]
+    assert set(catalogue["item_titles"]) == {""}
+    expected = [str(i) for i in catalogue["item_ids"] if "10" in str(i)]  # 100..110
+    wait_for(browser, lambda d: [b.get_attribute("data-item") for b in d.find_elements(By.CSS_SELECTOR, matches)] == expected,
+             f"the ids containing 10 ({expected}) were not the matches")
+    assert browser.find_element(By.CSS_SELECTOR, matches).text == f"item {expected[0]}"
+    browser.find_element(By.ID, "recommend-search").send_keys("3\n")  # "103", Enter: the first match joins
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#recommend-history .chip[data-item='103']"), "103 not added")
+    table = browser.find_element(By.ID, "recommend-table")
+    wait_for(browser, lambda d: table.get_attribute("data-state") == "done" or page_errors(d), "no recommendations")
+    direct = httpx.post(f"{recommender_server}/v1/recommendations", timeout=WAIT_S,
+                        json={"model": "ids-only-ease", "items": [103], "k": 10}).json()
+    shown = shown_recommendations(browser)
+    assert [row[1] for row in shown] == [r["item"] for r in direct["recommendations"]]
+    assert not browser.find_element(By.CSS_SELECTOR, "#recommend-table thead th:nth-child(3)").is_displayed()  # no titles
+    assert page_errors(browser) == []
+    save_full_page(browser, tmp_path / "studio-recommend-ids.png")

@@ -290,6 +290,7 @@ async function loadModels() {
     models = listing.data;
     fillModelSelects();
     fillModelsTable();
+    loadCatalogue();
   } catch (e) {
     showError("models-error", e);
     showError("generate-error", e);
@@ -726,6 +727,182 @@ async function compose() {
   return "composed";
 }
 
+// ----------------------------------------------------------------------------- recommend
+
+// The Recommend tab: the chosen recommender's catalogue (ids and titles, from GET /v1/models/NAME,
+// config.model) is searched in the page; clicked items make the history, sent as ids to
+// POST /v1/recommendations whenever the history or k changes. Changes are debounced, and every
+// change takes a new ticket: an answer that comes back for an older ticket is dropped, so the
+// table always shows the answer for the history and k on screen.
+const MAX_MATCHES = 20;
+const RECOMMEND_DELAY_MS = 250;
+const rec = { model: null, ids: [], titles: [], column: new Map(), history: [], timer: null, ticket: 0, abort: null };
+
+const itemLabel = (id) => rec.titles[rec.column.get(id)] || `item ${id}`;
+
+async function loadCatalogue() {
+  const name = $("recommend-model").value;
+  if (name === rec.model) return;
+  rec.model = name;
+  rec.ids = [];
+  rec.titles = [];
+  let failure = null;
+  if (name) {
+    try {
+      const detail = await getJSON(`/v1/models/${encodeURIComponent(name)}`);
+      if ($("recommend-model").value !== name) return; // another model was picked meanwhile
+      const config = detail.config?.model ?? {};
+      rec.ids = config.item_ids ?? [];
+      rec.titles = (config.item_titles ?? []).length === rec.ids.length ? config.item_titles : rec.ids.map(() => "");
+    } catch (e) {
+      failure = e;
+      rec.model = null; // picked again, it is asked for again
+    }
+  }
+  rec.column = new Map(rec.ids.map((id, c) => [id, c]));
+  rec.history = rec.history.filter((id) => rec.column.has(id)); // what the new model knows of the old history
+  const titled = rec.titles.some(Boolean);
+  const k = $("recommend-k");
+  k.max = String(Math.max(1, Math.min(1000, rec.ids.length))); // genlab.limits.MAX_RECOMMENDATIONS
+  if (rec.ids.length && Number(k.value) > rec.ids.length) k.value = k.max;
+  $("recommend-search").placeholder = titled ? "type a piece of a title or an id" : "type an item id (no titles)";
+  $("recommend-catalogue").textContent = rec.ids.length
+    ? `${rec.ids.length.toLocaleString("en")} items in ${name}'s catalogue${titled ? "" : " (ids only: it has no titles)"}; ` +
+      "click a match to add it to the history (Enter adds the first)"
+    : "";
+  $("recommend-table").classList.toggle("no-titles", !titled);
+  showMatches();
+  showHistory();
+  if (failure) showError("recommend-error", failure);
+}
+
+// The catalogue items the search box names: a title containing the text or an id equal to it
+// (with no titles, ids containing it), items in the history left out, at most MAX_MATCHES shown.
+function showMatches() {
+  const needle = $("recommend-search").value.trim().toLowerCase();
+  const list = $("recommend-matches");
+  if (!needle) { list.replaceChildren(); return; }
+  const titled = rec.titles.some(Boolean);
+  const seen = new Set(rec.history);
+  const exact = [], found = [];
+  rec.ids.forEach((id, c) => {
+    if (seen.has(id)) return;
+    if (String(id) === needle) exact.push(c);
+    else if (titled ? rec.titles[c].toLowerCase().includes(needle) : String(id).includes(needle)) found.push(c);
+  });
+  const all = exact.concat(found);
+  const entries = all.slice(0, MAX_MATCHES).map((c) => {
+    const item = document.createElement("li");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.dataset.item = rec.ids[c];
+    button.textContent = titled ? rec.titles[c] || `item ${rec.ids[c]}` : `item ${rec.ids[c]}`;
+    if (titled) {
+      const id = document.createElement("span");
+      id.className = "muted";
+      id.textContent = ` id ${rec.ids[c]}`;
+      button.append(id);
+    }
+    button.addEventListener("click", () => addToHistory(rec.ids[c]));
+    item.append(button);
+    return item;
+  });
+  if (all.length > MAX_MATCHES) entries.push(Object.assign(document.createElement("li"), {
+    className: "muted", textContent: `… and ${all.length - MAX_MATCHES} more: type more of the ${titled ? "title" : "id"}` }));
+  if (all.length === 0) entries.push(Object.assign(document.createElement("li"), {
+    className: "muted", textContent: rec.ids.length ? `no item outside the history matches “${needle}”` : "no catalogue to search" }));
+  list.replaceChildren(...entries);
+}
+
+function addToHistory(id) {
+  if (!rec.history.includes(id)) rec.history.push(id);
+  showHistory();
+  showMatches();
+  $("recommend-search").focus();
+}
+
+function showHistory() {
+  $("recommend-history").replaceChildren(...rec.history.map((id) => {
+    const chip = document.createElement("li");
+    chip.className = "chip";
+    chip.dataset.item = id;
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.textContent = "×";
+    remove.title = `remove ${itemLabel(id)}`;
+    remove.setAttribute("aria-label", remove.title);
+    remove.addEventListener("click", () => {
+      rec.history = rec.history.filter((other) => other !== id);
+      showHistory();
+      showMatches();
+    });
+    chip.append(itemLabel(id), remove);
+    return chip;
+  }));
+  $("recommend-empty").hidden = rec.history.length > 0;
+  scheduleRecommend();
+}
+
+// Every change of the history or k: older answers are void at once; a request goes out once the
+// changes pause. An empty history (or no model) sends nothing and says why.
+function scheduleRecommend() {
+  clearTimeout(rec.timer);
+  rec.abort?.abort();
+  const ticket = ++rec.ticket;
+  const table = $("recommend-table");
+  table.dataset.state = "waiting";
+  showError("recommend-error", null);
+  if (!rec.model || rec.history.length === 0) {
+    table.tBodies[0].replaceChildren();
+    table.dataset.state = "empty";
+    table.dataset.history = "";
+    $("recommend-notices").textContent = "";
+    $("recommend-status").textContent = $("recommend-model").value ? "" : "no recommender in the models directory (see the Models tab)";
+    return;
+  }
+  rec.timer = setTimeout(() => recommendNow(ticket), RECOMMEND_DELAY_MS);
+}
+
+async function recommendNow(ticket) {
+  const status = $("recommend-status");
+  const table = $("recommend-table");
+  if (!checkInput($("recommend-k"))) {
+    status.textContent = "not sent: fix k";
+    return;
+  }
+  const payload = { model: rec.model, items: rec.history.slice(), k: intOrNull("recommend-k") ?? 10 };
+  const abort = new AbortController();
+  rec.abort = abort;
+  const started = performance.now();
+  status.textContent = "working…";
+  try {
+    const body = await (await postJSON("/v1/recommendations", payload, abort.signal)).json();
+    if (ticket !== rec.ticket) return; // the history or k changed meanwhile: a newer request is coming
+    table.tBodies[0].replaceChildren(...body.recommendations.map((r) => {
+      const row = document.createElement("tr");
+      row.dataset.item = r.item;
+      for (const text of [r.rank, r.item, r.title || "", r.score.toFixed(4)]) row.insertCell().textContent = text;
+      row.cells[3].className = "number";
+      return row;
+    }));
+    table.dataset.history = payload.items.join(",");
+    table.dataset.k = String(payload.k);
+    table.dataset.state = "done";
+    $("recommend-notices").textContent = (body.notices ?? []).join("; ");
+    status.textContent = `top ${body.recommendations.length} for ${payload.items.length} item${payload.items.length === 1 ? "" : "s"} ` +
+      `in ${((performance.now() - started) / 1000).toFixed(1)} s`;
+  } catch (e) {
+    if (e.name === "AbortError" || ticket !== rec.ticket) return;
+    table.tBodies[0].replaceChildren(); // the old table answered another history
+    table.dataset.history = "";
+    table.dataset.state = "error";
+    status.textContent = "";
+    showError("recommend-error", e);
+  } finally {
+    if (rec.abort === abort) rec.abort = null;
+  }
+}
+
 // ----------------------------------------------------------------------------- applications
 
 // The hand-written panels, by the endpoint their model select serves: an application whose route
@@ -925,11 +1102,12 @@ document.addEventListener("DOMContentLoaded", () => {
   for (const button of document.querySelectorAll("nav [data-tab]")) {
     button.addEventListener("click", () => showTab(button.dataset.tab));
   }
+  const tabs = Array.from(document.querySelectorAll("nav [data-tab]"), (button) => button.dataset.tab);
   const fromHash = location.hash.slice(1);
-  showTab(["images", "text", "music", "apply", "models"].includes(fromHash) ? fromHash : "images");
+  showTab(tabs.includes(fromHash) ? fromHash : "images");
   window.addEventListener("hashchange", () => {  // a link or the address bar naming another tab
     const name = location.hash.slice(1);
-    if (["images", "text", "music", "apply", "models"].includes(name)) showTab(name);
+    if (tabs.includes(name)) showTab(name);
   });
 
   onSubmit("generate-form", "generate-button", "generate-status", "generate-error", generateImages);
@@ -964,6 +1142,15 @@ document.addEventListener("DOMContentLoaded", () => {
     edit.mask.fill(0);
     drawMask();
   });
+
+  $("recommend-model").addEventListener("change", loadCatalogue);
+  $("recommend-search").addEventListener("input", showMatches);
+  $("recommend-search").addEventListener("keydown", (event) => {  // Enter adds the first match
+    if (event.key !== "Enter") return;
+    event.preventDefault();
+    $("recommend-matches").querySelector("button[data-item]")?.click();
+  });
+  $("recommend-k").addEventListener("input", scheduleRecommend);
 
   $("apply-button").addEventListener("click", () => busy($("apply-button"), "apply-status", "apply-run-error", runApplication));
 
