@@ -186,13 +186,34 @@ def _training_callbacks(model, data_spec, is_main: bool) -> list:
     return [ClassShareMonitor(classifier)] if classifier is not None else []
 
 
-def sample(model, n: int, *, seed: int = 0, condition=None) -> torch.Tensor | list[str]:
+def sample(model, n: int, *, seed: int = 0, condition=None, **sampling) -> torch.Tensor | list[str]:
     """n samples, reproducible from the seed: images in the data's value range, or texts
-    (for a text model, `condition` is an optional prompt; see `generate` for decoding controls)."""
+    (for a text model, `condition` is an optional prompt; see `generate` for decoding controls).
+
+    sampling: options of the model's sampler, for the families whose `sample` takes them
+    (diffusion: steps, sampler, guidance_scale, eta):
+
+        images = genlab.sample(model, 64, seed=0, sampler="dpm++", steps=20)
+    """
     check_sample_count(n)
     check_range("seed", seed, 0, MAX_SEED)
+    check_sampling_options(model, sampling)
     generator = torch.Generator(model.device).manual_seed(seed)
-    return model.sample(n, condition=condition, generator=generator)
+    return model.sample(n, condition=condition, generator=generator, **sampling)
+
+
+def check_sampling_options(model, sampling: dict) -> None:
+    """Refuse sampler options (steps, sampler, guidance_scale, ...) that `model.sample` does not take."""
+    if not sampling:
+        return
+    import inspect
+
+    accepted = inspect.signature(model.sample).parameters
+    refused = [name for name in sampling if name not in accepted or name in ("n", "condition", "generator")]
+    if refused:
+        flags = ", ".join("--guidance" if name == "guidance_scale" else f"--{name}" for name in refused)
+        raise GenlabError(f"{model.family} models take no {flags} (sampler options of diffusion models)",
+                          f"drop {flags}", param=refused[0])
 
 
 def generate(model, prompt: str = "", **options) -> list[str]:

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from .errors import GenlabError
-from .limits import (CLASS_OPTION, MAX_CLI_NEW_TOKENS, MAX_SAMPLES, SEED_OPTION, bounded_int)
+from .limits import (CLASS_OPTION, MAX_CLI_NEW_TOKENS, MAX_DIFFUSION_TIMESTEPS, MAX_GUIDANCE, MAX_SAMPLES, SEED_OPTION,
+                     bounded_float, bounded_int)
 
 EXAMPLES = {
     "train": """examples:
@@ -25,6 +26,7 @@ EXAMPLES = {
     "sample": """examples:
   genlab sample runs/vae-digits-... -n 64 --seed 0 -o grid.png
   genlab sample runs/cvae-mnist-... -n 10 --class 3 -o threes.png
+  genlab sample runs/ddpm-digits-... -n 64 --sampler dpm++ --steps 20 -o grid.png   # diffusion models
   genlab sample runs/gpt-shakespeare-char-... -n 4             # text models: printed (or -o texts.txt)
 
 For text models, `genlab generate` has the prompt and the decoding controls.""",
@@ -112,6 +114,12 @@ Run `genlab COMMAND --help` for a command's options and examples.""",
     p.add_argument("--seed", type=SEED_OPTION, default=0)
     p.add_argument("--class", dest="label", type=CLASS_OPTION, help="class label (conditional models)")
     p.add_argument("-o", "--output", help="PNG to write (default samples.png); for text models a .txt (default: print)")
+    p.add_argument("--steps", type=bounded_int("--steps", 1, MAX_DIFFUSION_TIMESTEPS),
+                   help="diffusion models: sampler steps, 1..the training timesteps (default: the model's)")
+    p.add_argument("--sampler", help="diffusion models: ddpm | ddim | dpm++ (default: the model's)")
+    p.add_argument("--guidance", type=bounded_float("--guidance", 0.0, MAX_GUIDANCE),
+                   help="class-conditional diffusion models: classifier-free guidance scale "
+                        "(0 unconditional, 1 conditional, >1 stronger; default: the model's)")
 
     p = add("generate", "continue a prompt with a text model, streaming the text as it is generated")
     p.add_argument("model", help="model directory of a text model (gpt, lstm)")
@@ -236,16 +244,25 @@ def _print_sample_quality(run_dir) -> None:
 
 
 def _cmd_sample(args) -> None:
+    from .api import check_sampling_options
     from .artifact import load
     from .models.base import check_sample_count
     from .registry import get_data_kind
 
     if args.n is not None:
         check_sample_count(args.n)  # before loading, so a bad -n fails fast
+    if args.sampler is not None:
+        from .sampling.diffusion import check_sampler
+
+        check_sampler(args.sampler)  # before loading, so a bad --sampler fails fast
     check_outputs(args)
     model = load(args.model)
+    sampling = {"steps": args.steps, "sampler": args.sampler, "guidance_scale": args.guidance}
+    check_sampling_options(model, {key: value for key, value in sampling.items() if value is not None})
     get_data_kind(model.data_kind).sample(model, {"model_dir": args.model, "n": args.n, "seed": args.seed,
-                                                  "label": args.label, "output": args.output})
+                                                  "label": args.label, "output": args.output,
+                                                  "steps": args.steps, "sampler": args.sampler,
+                                                  "guidance_scale": args.guidance})
 
 
 def _unescape(text: str) -> str:

@@ -121,3 +121,8 @@ CLASS_OPTION = bounded_int("--class", 0, MAX_CLASS)
 MAX_HISTORY_ITEMS = 10_000  # items in one history
 MAX_RECOMMENDATIONS = 1000  # k: recommendations returned at once
 MAX_ITEM_TEXT = 200  # characters of one item id or title substring
+
+
+# Appended for diffusion sampling (genlab sample --steps/--sampler/--guidance, genlab.sample).
+MAX_DIFFUSION_TIMESTEPS = 10_000  # model.timesteps (T); a sampler takes 1..T steps
+MAX_GUIDANCE = 100.0  # classifier-free guidance scale w (0 = unconditional, 1 = conditional)

@@ -29,7 +29,8 @@ from .errors import GenlabError
 BUILTIN_MODULES = {
     "families": ("genlab.models.vae", "genlab.models.gan", "genlab.models.transformer", "genlab.models.rnn",
                  "genlab.models.superres", "genlab.models.denoiser", "genlab.models.pianoroll",
-                 "genlab.models.events", "genlab.models.multvae", "genlab.models.ease"),
+                 "genlab.models.events", "genlab.models.multvae", "genlab.models.ease",
+                 "genlab.models.diffusion"),
     "kinds": ("genlab.kinds.image", "genlab.kinds.text", "genlab.kinds.music", "genlab.kinds.pianoroll",
               "genlab.kinds.interactions"),
     "applications": ("genlab.apps.inpaint", "genlab.apps.superres", "genlab.apps.denoise", "genlab.apps.anomaly",

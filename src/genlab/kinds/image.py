@@ -30,11 +30,16 @@ def report(result: dict) -> list[str]:
     return lines
 
 
+SAMPLING_OPTIONS = ("steps", "sampler", "guidance_scale")
+
+
 def sample(model, options: dict) -> None:
     from ..api import sample as draw
 
     n = options["n"] or 64
-    images = draw(model, n, seed=options["seed"], condition=options["label"])
+    # Sampler options (diffusion models) go through only when given, so other families are unaffected.
+    sampling = {key: options[key] for key in SAMPLING_OPTIONS if options.get(key) is not None}
+    images = draw(model, n, seed=options["seed"], condition=options["label"], **sampling)
     path = save_grid(options["output"] or "samples.png", images, model.data_range, scale=display_scale(images.shape[-2]))
     print(f"wrote {n} samples to {path}")
 
@@ -59,7 +64,7 @@ IMAGE = register_data_kind(DataKind(
     name="image",
     spec_class=ImageDataSpec,
     load=lambda spec, resumed_run: load_image_data(spec),
-    catalogue=Catalogue("images (vae, gan, superres, denoiser)", DATASETS, dataset_status),
+    catalogue=Catalogue("images (vae, gan, diffusion, superres, denoiser)", DATASETS, dataset_status),
     evaluate=lambda model, options: evaluate_images(model, **options),
     report=report,
     sample=sample,
