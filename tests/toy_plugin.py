@@ -54,7 +54,7 @@ class PointsData:
         return {"dim": 2}
 
 
-def evaluate_points(model, options: dict) -> dict:
+def evaluate_points(model, **options) -> dict:
     data = PointsData(PointsSpec(**model.artifact_config["data"]))
     x = data.parts["test"]
     with torch.no_grad():
@@ -151,7 +151,7 @@ STATS = register_application(Application(
     function=sample_statistics,
     http=HttpRoute("/v1/points/stats", "statistics of samples (a test plugin)", StatsRequest,
                    lambda model, body, files: sample_statistics(model, body.n, body.seed),
-                   serves=lambda kind, caps: kind == "points", body="json"),
+                   body="json"),
     studio=True,
 ))
 

@@ -15,7 +15,6 @@ from ._version import __version__
 from .artifact import check_size, read_config, save, write_metrics
 from .config import TrainConfig, apply_overrides, from_dict, load_recipe, to_dict
 from .errors import GenlabError, TrainingInterrupted
-from .imageio import display_scale, save_grid
 from .limits import MAX_SEED, check_range
 from .models.base import check_sample_count
 from .registry import get_data_kind, get_family
@@ -142,7 +141,6 @@ def _prepare(resolved: dict, run_dir: Path, resume: bool, is_main: bool, log):
               "model": to_dict(model_cfg), "data": to_dict(data_spec), "train": to_dict(train_cfg),
               "classes": data.classes}
     trainer = Trainer(model, data, train_cfg, run_dir, log=log, callbacks=_training_callbacks(model, data_spec, is_main))
-    trainer.data_kind, trainer.data_spec = kind, data_spec
     return trainer, config
 
 
@@ -161,7 +159,7 @@ def _fit_and_export(trainer, run_dir: Path, resume: bool) -> Path:
         save(trainer.model, run_dir)
     for path in trainer.write_previews(run_dir, tag_step=False).values():
         trainer.log(f"wrote {path}")
-    kind, spec, cfg = trainer.data_kind, trainer.data_spec, trainer.cfg
+    kind, spec, cfg = get_data_kind(trainer.model.data_kind), trainer.data.spec, trainer.cfg
     training = {"steps": result.steps, "wall_time_s": round(result.wall_time_s, 2),
                 "train_time_s": round(result.train_time_s, 2), "examples_per_s": round(result.examples_per_s, 1),
                 **({"tokens_per_s": round(result.examples_per_s * kind.tokens_per_example(spec), 1)}
@@ -230,10 +228,6 @@ def generate(model, prompt: str = "", **options) -> list[str]:
 
     model.require("generate", "prompted text generation")
     return generate_text(model, prompt, from_dict(GenerationConfig, options, "generation"))
-
-
-def save_samples(model, images: torch.Tensor, path: str | Path) -> Path:
-    return save_grid(path, images, model.data_range, scale=display_scale(images.shape[-2]))
 
 
 def evaluate(model_dir, **options) -> dict:

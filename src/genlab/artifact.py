@@ -186,15 +186,20 @@ def load(path: str | Path, device: str | torch.device = "cpu"):
     return model.to(device)
 
 
+def read_metrics(directory: str | Path) -> dict:
+    """A model directory's metrics.json ({} when it has none, or when it is damaged: it only records)."""
+    path = Path(directory) / METRICS_NAME
+    try:
+        metrics = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return metrics if isinstance(metrics, dict) else {}
+
+
 def write_metrics(directory: Path, metrics: dict) -> Path:
     """Merge `metrics` into metrics.json (keys from earlier evaluations are kept)."""
     path = Path(directory) / METRICS_NAME
-    existing = {}
-    if path.is_file():
-        try:
-            existing = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            existing = {}
+    existing = read_metrics(directory)
     existing.update(metrics)
     atomic_write_text(path, json.dumps(existing, indent=2) + "\n")
     return path
@@ -207,12 +212,7 @@ def write_evaluation(directory: str | Path, result: dict) -> Path:
     with a notice: a finished evaluation is never lost. Returns the file written."""
     directory = Path(directory)
     path = directory / METRICS_NAME
-    existing = {}
-    if path.is_file():
-        try:
-            existing = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            existing = {}
+    existing = read_metrics(directory)
     evals = existing.get("evals") if isinstance(existing.get("evals"), dict) else {}
     record = {**existing, "eval": result, "evals": {**evals, result.get("data", "?"): result}}
     text = json.dumps(record, indent=2) + "\n"

@@ -212,14 +212,14 @@ def _cmd_train(args) -> None:
     print(f"model directory: {run_dir}")
     metrics_path = Path(run_dir) / "metrics.json"
     if (Path(run_dir) / "model.safetensors").is_file() and metrics_path.is_file():
-        from .artifact import read_config
+        from .artifact import read_config, read_metrics
         from .registry import get_data_kind, get_family
 
         family = get_family(read_config(run_dir)["family"])
         if family.data_kind == "image" and "sample" in family.capabilities and "log_likelihood" not in family.capabilities:
             _print_sample_quality(run_dir)  # a GAN's losses say little about its samples
         else:
-            metrics = json.loads(metrics_path.read_text())
+            metrics = read_metrics(run_dir)
             print("test metrics: " + "  ".join(f"{k} {v:.4g}" for k, v in metrics.get("test", {}).items()))
         for name in ("samples.png", "reconstructions.png", "samples.txt", "metrics.json"):
             if (Path(run_dir) / name).is_file():
@@ -232,10 +232,11 @@ def _print_sample_quality(run_dir) -> None:
     """The end-of-training line of a model without a likelihood: sample quality of up to 1,000
     samples in the shipped features, each beside its floor (recorded in metrics.json too)."""
     from .api import evaluate
+    from .errors import InputTooLarge
 
     try:
         result = evaluate(run_dir, metrics=("samples",), n=1000, progress=False)
-    except GenlabError:  # a test split smaller than 1,000 images: all of it
+    except InputTooLarge:  # a test split smaller than 1,000 images: all of it
         result = evaluate(run_dir, metrics=("samples",), progress=False)
     sq = result["samples"]
     shown = [key for key in sq["metrics"] if key.split("[")[0] in ("fd", "kd", "precision", "recall")]
@@ -311,14 +312,13 @@ def _cmd_eval(args) -> None:
 def _cmd_info(args) -> None:
     """A short summary read from the files (the weights' header, not the weights): what the model
     is, what it can do and its headline numbers; --json prints everything."""
-    from .artifact import check_weights, read_config
+    from .artifact import check_weights, read_config, read_metrics
     from .registry import applications_for, get_family
 
     config = read_config(args.model)
     shapes = check_weights(args.model, config)  # meta-device model: shapes only
     n_params = sum(p.numel() for p in shapes.parameters())
-    metrics_path = Path(args.model) / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    metrics = read_metrics(args.model)
     if args.json:
         print(json.dumps({"model": str(args.model), "parameters": n_params, "config": config, "metrics": metrics},
                          indent=2))

@@ -33,7 +33,7 @@ from .artifact import load, write_evaluation
 from .data.splits import parse_against
 from .config import from_dict
 from .data import ImageDataSpec, TextDataSpec, load_image_data, load_text_data
-from .errors import GenlabError
+from .errors import GenlabError, InputTooLarge
 from .metrics import image as image_metrics
 from .metrics.features import FeatureExtractor, default_extractor_for, load_feature_extractor
 from .metrics.likelihood import bits_per_dim
@@ -103,7 +103,7 @@ def real_images(data, split: str, n: int, seed: int) -> torch.Tensor:
     """n real images of a split in [0, 1] (grey levels, no binarisation), a seeded random subset."""
     images = data.split(split).images
     if n > len(images):
-        raise GenlabError(
+        raise InputTooLarge(
             f"n={n} is larger than the {split} split of {data.spec.name} ({len(images)} images)",
             f"use -n {len(images)} or fewer",
         )
@@ -129,9 +129,9 @@ def evaluate(model_dir: str | Path, *, against: str | None = None, n: int | None
     model = load(model_dir)
     kind = get_data_kind(model.data_kind)
     start = time.perf_counter()
-    result = kind.evaluate(model, dict(against=against, n=n, seed=seed, iwae_k=iwae_k, features=features,
-                                       metrics=metrics, max_new_tokens=max_new_tokens, progress=progress))
-    result = {"kind": kind.name, **result, "seconds": round(time.perf_counter() - start, 2)}
+    result = kind.evaluate(model, against=against, n=n, seed=seed, iwae_k=iwae_k, features=features,
+                           metrics=metrics, max_new_tokens=max_new_tokens, progress=progress)
+    result = {"kind": kind.name, **result, "seconds": round(time.perf_counter() - start, 2), "genlab_version": __version__}
     if write:
         write_evaluation(model_dir, result)
     return result
@@ -146,7 +146,7 @@ def evaluate_images(model, *, against: str | None, n: int | None, seed: int, iwa
     if data.num_examples(split) == 0:
         raise GenlabError(f"the {split} split of {data_name} is empty", "evaluate against another split")
     wanted = _metric_groups(model, metrics)
-    result: dict = {"data": f"{data_name}:{split}", "seed": seed, "genlab_version": __version__}
+    result: dict = {"data": f"{data_name}:{split}", "seed": seed}
     if "likelihood" in wanted:
         if tuple(data.shape) != tuple(model.config.input_shape):
             raise GenlabError(f"the model takes {tuple(model.config.input_shape)} images but {data_name} has {data.shape}")
@@ -275,8 +275,7 @@ def evaluate_text(model, *, against: str | None, n: int | None, seed: int, featu
     if not splits:
         raise GenlabError(f"the {split} split of {data_name} is empty", "evaluate against another split")
     wanted = _metric_groups(model, metrics)
-    result: dict = {"data": f"{data_name}:{'+'.join(splits)}", "seed": seed,
-                    "genlab_version": __version__}
+    result: dict = {"data": f"{data_name}:{'+'.join(splits)}", "seed": seed}
     if "likelihood" in wanted:
         result["likelihood"] = {s: text_likelihood(model, data, s, progress=progress) for s in splits}
     if "samples" in wanted:
@@ -317,8 +316,7 @@ def evaluate_music(model, *, against: str | None, n: int | None, seed: int, metr
     data = load_music_data(from_dict(MusicDataSpec, {**config["data"], "name": data_name}, "data"))
     splits = held_out_splits(data, split, against)
     wanted = _metric_groups(model, metrics)
-    result: dict = {"data": f"{data_name}:{'+'.join(splits) or split}", "seed": seed,
-                    "genlab_version": __version__}
+    result: dict = {"data": f"{data_name}:{'+'.join(splits) or split}", "seed": seed}
     if "likelihood" in wanted:
         result["likelihood"] = {s: event_likelihood(model, data, s, progress=progress) for s in splits}
     if "samples" in wanted:

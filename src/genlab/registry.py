@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 from .errors import GenlabError
 
@@ -64,8 +64,8 @@ class DataKind:
 
     load(spec, resumed_run) -> the data object the Trainer batches (`num_examples`, `batch`,
         `model_fields`); resumed_run is the run directory when resuming (None otherwise).
-    evaluate(model, model_dir, options) -> the result dict of `genlab eval` (options: against,
-        n, seed, iwae_k, features, metrics, max_new_tokens, progress).
+    evaluate(model, **options) -> the result dict of `genlab eval` (options: against, n, seed,
+        iwae_k, features, metrics, max_new_tokens, progress; a kind takes what it uses and `**_`).
     report(result) -> the lines `genlab eval` prints for that result.
     sample(model, options) -> what `genlab sample` does (options: model_dir, n, seed, label,
         output); prints its own summary.
@@ -78,7 +78,7 @@ class DataKind:
     spec_class: type
     load: Callable[[Any, Any], Any]
     catalogue: Catalogue
-    evaluate: Callable[[Any, Any, dict], dict]
+    evaluate: Callable[..., dict]
     report: Callable[[dict], list[str]]
     sample: Callable[[Any, dict], None]
     next_steps: Callable[[Any], str]
@@ -91,20 +91,22 @@ class HttpRoute:
     """An application's HTTP endpoint, built by genlab.serve from this declaration.
 
     body="multipart": `form` holds the fields besides `model` and the files, sent as form
-    fields; `files` names the file fields (True: the field may repeat, 1..max_files files).
-    body="json": `form` is the whole JSON body, `model` included.
+    fields; `files` names the file fields: "one" (required), "optional" or "many" (the field
+    repeats, 1..max_files files). body="json": `form` is the whole JSON body, `model` included.
     handler(model, form, files) runs on a worker thread with the loaded model, the validated
-    form and the uploads (genlab.tasks.images.Upload, or a list of them); it returns a JSON-able
-    dict, or a FileReply. serves(data_kind, capabilities) says which models list this route.
+    form and the uploads (genlab.apps.common.Upload, or a list of them); it returns a JSON-able
+    dict, or a FileReply. Which models list this route: by default those the application fits
+    (its kinds and capability, `fits`); serves(data_kind, capabilities) narrows it where the
+    route needs more than that.
     """
 
     path: str
     summary: str
     form: type
     handler: Callable[[Any, Any, dict], Any]
-    serves: Callable[[str, frozenset], bool]
+    serves: Callable[[str, frozenset], bool] | None = None
     body: str = "multipart"
-    files: dict[str, bool] = field(default_factory=dict)
+    files: dict[str, Literal["one", "optional", "many"]] = field(default_factory=dict)
     max_files: int = 16
 
 
@@ -177,7 +179,8 @@ def _load(group: str) -> None:
     _loaded.add(group)
     for module in BUILTIN_MODULES[group]:
         importlib.import_module(module)
-    if group == "applications":  # plugins may add families, kinds and applications alike
+    if "plugins" not in _loaded:  # a plugin may add families, kinds and applications alike: load it for any table
+        _loaded.add("plugins")
         from importlib.metadata import entry_points
 
         for entry in entry_points(group=PLUGIN_GROUP):
@@ -223,8 +226,18 @@ def families_with(capability: str) -> list[str]:
     return sorted(name for name, cls in families().items() if capability in cls.capabilities)
 
 
+def fits(app: Application, data_kind: str, capabilities) -> bool:
+    """Whether a model of this kind with these capabilities can be given to `app`."""
+    return data_kind in app.kinds and (app.capability is None or app.capability in capabilities)
+
+
+def serves(app: Application, data_kind: str, capabilities) -> bool:
+    """Whether `app`'s HTTP route lists a model of this kind with these capabilities."""
+    caps = frozenset(capabilities)
+    return app.http is not None and (app.http.serves(data_kind, caps) if app.http.serves is not None
+                                      else fits(app, data_kind, caps))
+
+
 def applications_for(data_kind: str, capabilities) -> list[str]:
     """The applications a model of this kind with these capabilities can be given to."""
-    caps = set(capabilities)
-    return [name for name, app in applications().items()
-            if data_kind in app.kinds and (app.capability is None or app.capability in caps)]
+    return [name for name, app in applications().items() if fits(app, data_kind, capabilities)]

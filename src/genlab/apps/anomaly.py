@@ -12,7 +12,7 @@ from ..fileio import atomic_write_text
 from ..limits import CLASS_OPTION, MAX_ANOMALY_IMAGES, MAX_ANOMALY_SAMPLES, FormFields, Seed, bounded_int
 from ..registry import Application, HttpRoute, register_application
 from ..tasks.anomaly import anomaly_scores, auroc
-from .common import add_inputs, image_files, image_model, input_source, load_uploads, print_table, write_output
+from .common import add_inputs, image_files, input_source, load_uploads, print_table, write_output
 
 EXAMPLES = """examples:
   genlab train vae-mnist data.only_classes=[3] --out runs/vae-3        # a model of "normal" = digit 3
@@ -101,7 +101,7 @@ ANOMALY = register_application(Application(
     function=anomaly_scores,
     # A conditional model scores an image only with its class, which the endpoint does not take.
     http=HttpRoute("/v1/anomaly/scores", "anomaly scores of images (higher = more anomalous)", AnomalyForm, serve,
-                   serves=lambda kind, caps: image_model(kind, caps) and bool(caps & {"log_likelihood", "encode"})
+                   serves=lambda kind, caps: kind == "image" and bool(caps & {"log_likelihood", "encode"})
                    and "conditional" not in caps,
                    files={"image": "many"}, max_files=MAX_ANOMALY_IMAGES),
 ))

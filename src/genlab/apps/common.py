@@ -123,18 +123,25 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+def image_png(image: torch.Tensor, value_range) -> bytes:
+    """One [C, H, W] image as PNG bytes at its own resolution (the exact result pixels)."""
+    return png_bytes(image_picture(image, value_range))
+
+
+def frame_items(images: torch.Tensor, value_range) -> list[dict]:
+    """[N, C, H, W] images as [{b64_json}], each a PNG at its own resolution."""
+    return [{"b64_json": b64(image_png(image, value_range))} for image in images]
+
+
 def image_reply(image: torch.Tensor, value_range, extra: dict, response_format: str, model: str):
     """One [C, H, W] result image as JSON ({data: [{b64_json}], width, height, ...extra}) or a PNG."""
     import time
 
     from ..registry import FileReply
 
-    png = png_bytes(image_picture(image, value_range))
+    png = image_png(image, value_range)
     if response_format == "png":
         return FileReply(png, "image/png")
     return {"created": int(time.time()), "model": model, "data": [{"b64_json": b64(png)}],
             "width": int(image.shape[-1]), "height": int(image.shape[-2]), **extra}
 
-
-def image_model(data_kind: str, capabilities) -> bool:
-    return data_kind == "image"

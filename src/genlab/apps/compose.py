@@ -63,8 +63,7 @@ def check_length(bars: int, tempo: float | None, limit_s: float, seconds: float 
                             param="bars")
 
 
-def run(model, args) -> None:
-    check_arguments(args)
+def run(model, args) -> None:  # check_arguments ran before the model loaded
     composition = compose(model, bars=args.bars, seed=args.seed, temperature=args.temperature, top_p=args.top_p,
                           tempo=args.tempo, key=args.key, prompt_midi=args.prompt, renderer=args.renderer)
     check_length(args.bars, args.tempo, MAX_AUDIO_SECONDS, composition.seconds)  # a prompt adds its bars
@@ -137,6 +136,6 @@ COMPOSE = register_application(Application(
     function=compose,
     check_arguments=check_arguments,
     http=HttpRoute("/v1/music/compositions", "compose music: MIDI, WAV and a piano-roll picture", CompositionRequest,
-                   serve, serves=lambda kind, caps: "compose" in caps, body="json"),
+                   serve, body="json"),
     studio=True,
 ))

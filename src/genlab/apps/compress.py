@@ -11,7 +11,7 @@ from ..limits import (MAX_COMPRESS_FIT_IMAGES, MAX_COMPRESS_IMAGES, MAX_COMPRESS
                       bounded_float, bounded_int)
 from ..registry import Application, HttpRoute, register_application
 from ..tasks.compress import compress, fit_entropy_model, png_bits
-from .common import add_inputs, b64, image_files, image_model, input_source, load_uploads, print_table, write_output
+from .common import add_inputs, b64, image_files, image_png, input_source, load_uploads, print_table, write_output
 
 EXAMPLES = """examples:
   genlab apply compress runs/vae-mnist-... --against mnist:test -n 1000 --step 0.25
@@ -67,7 +67,6 @@ def serve(model, form: CompressForm, files: dict):
     psnr_db, bits_per_value, data: [{b64_json (the decoded image), filename, bits, png_bits, raw_bits}]}.
     The code histograms are fitted on `fit_n` of the model's training images (a seeded subset), as
     `genlab apply compress --fit-n` does."""
-    from ..imageio import image_picture, png_bytes
     from ..metrics.image import mean_psnr
     from ..tasks.images import dataset_images
 
@@ -83,7 +82,7 @@ def serve(model, form: CompressForm, files: dict):
     metrics["psnr_db"] = mean_psnr(result["decoded"], images, data_range[1] - data_range[0])
     del metrics["psnr"]
     bits, png = entropy_model.bits(result["codes"]).tolist(), png_bits(images, data_range).tolist()
-    items = [{"b64_json": b64(png_bytes(image_picture(decoded, data_range))), "filename": upload.filename,
+    items = [{"b64_json": b64(image_png(decoded, data_range)), "filename": upload.filename,
               "bits": b, "png_bits": p, "raw_bits": metrics["raw_bits_per_image"]}
              for decoded, upload, b, p in zip(result["decoded"], uploads, bits, png)]
     return {"model": form.model, **metrics, "fit_n": len(train_images), "data": items}
@@ -99,7 +98,7 @@ COMPRESS = register_application(Application(
     function=compress,
     http=HttpRoute("/v1/images/compress", "encode images to quantised latent codes: bits vs PNG and raw, PSNR, "
                    "the decoded images", CompressForm, serve,
-                   serves=lambda kind, caps: image_model(kind, caps) and {"encode", "decode"} <= caps
+                   serves=lambda kind, caps: kind == "image" and {"encode", "decode"} <= caps
                    and "conditional" not in caps,
                    files={"image": "many"}, max_files=MAX_COMPRESS_IMAGES),
     studio=True,

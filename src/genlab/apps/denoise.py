@@ -12,7 +12,7 @@ from ..data.splits import parse_against
 from ..limits import FormFields, Seed
 from ..registry import Application, HttpRoute, register_application
 from ..tasks.denoise import denoise, evaluate_denoise, parse_noise
-from .common import add_inputs, b64, image_model, image_reply, input_source, load_uploads, print_table, save_result
+from .common import add_inputs, b64, image_png, image_reply, input_source, load_uploads, print_table, save_result
 
 EXAMPLES = """examples:
   genlab apply denoise runs/denoise-mnist-... noisy.png -o clean.png                 # the file is noisy
@@ -97,8 +97,7 @@ def serve(model, form: DenoiseForm, files: dict):
     extra = {}
     if kind_level is not None:
         peak = value_range[1] - value_range[0]
-        png = image_reply(noisy[0], value_range, {}, "png", form.model).content
-        extra = {"noise": form.noise, "noisy_b64_json": b64(png),
+        extra = {"noise": form.noise, "noisy_b64_json": b64(image_png(noisy[0], value_range)),
                  # floored (mean_psnr): noise that changed no pixel would give inf, which JSON cannot carry
                  "psnr_db": mean_psnr(result, images, peak), "psnr_noisy_db": mean_psnr(noisy, images, peak)}
     return image_reply(result[0], value_range, extra, form.response_format, form.model)
@@ -112,7 +111,6 @@ DENOISE = register_application(Application(
     run=run,
     capability="denoise",
     function=denoise,
-    http=HttpRoute("/v1/images/denoise", "remove noise (denoiser models)", DenoiseForm, serve,
-                   serves=lambda kind, caps: image_model(kind, caps) and "denoise" in caps, files={"image": "one"}),
+    http=HttpRoute("/v1/images/denoise", "remove noise (denoiser models)", DenoiseForm, serve, files={"image": "one"}),
     studio=True,
 ))

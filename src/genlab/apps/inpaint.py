@@ -13,7 +13,7 @@ from ..limits import (CLASS_OPTION, MAX_CLASS, MAX_CLI_RESTARTS, MAX_INPAINT_STE
                       FormFields, Seed, bounded_int)
 from ..registry import Application, HttpRoute, register_application
 from ..tasks.inpaint import inpaint, masked_psnr, mean_fill, require_latent_generator
-from .common import add_inputs, image_model, image_reply, input_source, load_uploads, print_table, save_result, check_image
+from .common import add_inputs, image_reply, input_source, load_uploads, print_table, save_result, check_image
 
 MASK_SPEC_KINDS = ("box:", "half:", "random:")
 
@@ -116,7 +116,6 @@ INPAINT = register_application(Application(
     capability="decode",
     function=inpaint,
     http=HttpRoute("/v1/images/inpaint", "fill the masked pixels of an image (VAE or GAN)", InpaintForm, serve,
-                   serves=lambda kind, caps: image_model(kind, caps) and "decode" in caps,
                    files={"image": "one", "mask": "optional"}),
     studio=True,
 ))

@@ -3,19 +3,17 @@ PNG strip and an animated GIF."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Literal
 
-import torch
 from pydantic import Field
 
 from ..errors import GenlabError, InvalidInput
-from ..imageio import display_scale, grid_picture, image_picture, png_bytes
 from ..limits import CLASS_OPTION, MAX_CLASS, MAX_PATH_STEPS, FormFields, bounded_int
 from ..registry import Application, HttpRoute, register_application
 from ..tasks.interpolate import interpolate
-from .common import add_inputs, b64, image_files, image_model, input_source, load_uploads
+from ..tasks.images import gif_bytes
+from .common import add_inputs, b64, frame_items, image_files, input_source, load_uploads
 
 EXAMPLES = """examples:
   genlab apply interpolate runs/vae-mnist-... a.png b.png --steps 10 -o path.png --gif path.gif
@@ -60,23 +58,6 @@ def run(model, args) -> None:
 # ----------------------------------------------------------------------------- HTTP
 
 
-def gif_bytes(frames: list[torch.Tensor], data_range=(0.0, 1.0), nrow: int | None = None, duration_ms: int = 120,
-              bounce: bool = True) -> bytes:
-    """The animated GIF genlab.tasks.images.save_gif writes (same pictures, scale and bounce), in memory."""
-    scale = display_scale(frames[0].shape[-2])
-    pictures = [grid_picture(f, data_range, nrow, scale, padding=1 if len(f) > 1 else 0) for f in frames]
-    if bounce and len(pictures) > 2:
-        pictures = pictures + pictures[-2:0:-1]
-    buffer = io.BytesIO()
-    pictures[0].save(buffer, format="GIF", save_all=True, append_images=pictures[1:], duration=duration_ms, loop=0)
-    return buffer.getvalue()
-
-
-def frame_items(images: torch.Tensor, data_range) -> list[dict]:
-    """[N, C, H, W] images as [{b64_json}], each a PNG at its own resolution (the exact pixels)."""
-    return [{"b64_json": b64(png_bytes(image_picture(image, data_range)))} for image in images]
-
-
 class InterpolateForm(FormFields):
     steps: int = Field(10, ge=2, le=MAX_PATH_STEPS, description="images along the path, ends included")
     method: Literal["slerp", "linear"] = "slerp"
@@ -109,7 +90,6 @@ INTERPOLATE = register_application(Application(
     capability="encode",
     function=interpolate,
     http=HttpRoute("/v1/images/interpolate", "decode a latent path between two images: frames and an animated GIF",
-                   InterpolateForm, serve, serves=lambda kind, caps: image_model(kind, caps) and "encode" in caps,
-                   files={"image": "many"}, max_files=2),
+                   InterpolateForm, serve, files={"image": "many"}, max_files=2),
     studio=True,
 ))

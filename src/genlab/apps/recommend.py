@@ -20,6 +20,7 @@ from ..errors import GenlabError, InvalidInput
 from ..fileio import atomic_write_text
 from ..limits import MAX_HISTORY_ITEMS, MAX_ITEM_TEXT, MAX_RECOMMENDATIONS, ModelName, Strict, bounded_int
 from ..registry import Application, HttpRoute, register_application
+from ..tensors import eval_mode
 from .common import write_output
 
 EXAMPLES = """examples:
@@ -116,12 +117,8 @@ def recommend(model, items: list, k: int = 10, include_seen: bool = False) -> di
                            f"use -k {available} or fewer" if available else "leave some items out of the history")
     history = torch.zeros(1, len(ids))
     history[0, columns] = 1.0
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         scores = model.scores(history)[0].float().cpu()
-    finally:
-        model.train(was_training)
     if not include_seen:
         scores[columns] = -torch.inf
     top = torch.topk(scores, k)
@@ -204,7 +201,6 @@ RECOMMEND = register_application(Application(
     capability="recommend",
     function=recommend,
     check_arguments=check_arguments,
-    http=HttpRoute("/v1/recommendations", "the top-k items for a history of items", RecommendationRequest, serve,
-                   serves=lambda kind, caps: "recommend" in caps, body="json"),
+    http=HttpRoute("/v1/recommendations", "the top-k items for a history of items", RecommendationRequest, serve, body="json"),
     studio=True,
 ))

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from ..limits import FormFields
 from ..registry import Application, HttpRoute, register_application
 from ..tasks.superres import evaluate_superres, superres
-from .common import add_inputs, image_model, image_reply, input_source, load_uploads, print_table, save_result
+from .common import add_inputs, image_reply, input_source, load_uploads, print_table, save_result
 
 EXAMPLES = """examples:
   genlab apply superres runs/sr-mnist-x2-... small.png -o big.png          # the file is the low-resolution input
@@ -74,7 +74,6 @@ SUPERRES = register_application(Application(
     run=run,
     capability="upscale",
     function=superres,
-    http=HttpRoute("/v1/images/upscale", "x2 / x4 super-resolution (superres models)", UpscaleForm, serve,
-                   serves=lambda kind, caps: image_model(kind, caps) and "upscale" in caps, files={"image": "one"}),
+    http=HttpRoute("/v1/images/upscale", "x2 / x4 super-resolution (superres models)", UpscaleForm, serve, files={"image": "one"}),
     studio=True,
 ))

@@ -11,8 +11,8 @@ from ..limits import (CLASS_OPTION, MAX_CLASS, MAX_PATH_STEPS, MAX_TRAVERSE_DIMS
                       bounded_float, bounded_int)
 from ..registry import Application, HttpRoute, register_application
 from ..tasks.interpolate import traverse
-from .common import add_inputs, b64, image_model, input_source, load_uploads
-from .interpolate import frame_items, gif_bytes
+from ..tasks.images import gif_bytes
+from .common import add_inputs, b64, frame_items, input_source, load_uploads
 
 EXAMPLES = """examples:
   genlab apply traverse runs/vae-mnist-... digit.png --dims 8 --span 3 -o traverse.png --gif traverse.gif
@@ -86,7 +86,6 @@ TRAVERSE = register_application(Application(
     capability="decode",
     function=traverse,
     http=HttpRoute("/v1/images/traverse", "vary one latent dimension at a time: frames and an animated GIF",
-                   TraverseForm, serve, serves=lambda kind, caps: image_model(kind, caps) and "decode" in caps,
-                   files={"image": "optional"}),
+                   TraverseForm, serve, files={"image": "optional"}),
     studio=True,
 ))

@@ -15,7 +15,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .._version import __version__
 from ..config import from_dict
 from ..data.interactions import (INTERACTION_DATASETS, InteractionData, InteractionsSpec, interaction_dataset_status,
                                  load_interactions)
@@ -92,8 +91,9 @@ def evaluate_interactions(model, *, against: str | None = None, progress: bool =
     for split in splits:
         rows[split][model.family] = split_metrics(model.scores, data, split, progress, f"{model.family} ({split})")
     if model.family != "popularity":
+        popularity = popularity_scorer(data)  # counts over the train split: once for every split
         for split in splits:
-            rows[split]["popularity"] = split_metrics(popularity_scorer(data), data, split)
+            rows[split]["popularity"] = split_metrics(popularity, data, split)
     ease_note = None
     if model.family != "ease":
         _, scorer, ease_note = ease_baseline(data, progress)
@@ -106,7 +106,7 @@ def evaluate_interactions(model, *, against: str | None = None, progress: bool =
             truth = torch.from_numpy(data.truth[split].astype(np.float32))
             rows[split]["ceiling"] = split_metrics(_rows_of(truth), data, split)
     return {"data": data.spec.name, "seed": data.protocol["seed"], "protocol": data.protocol, "ranking": rows,
-            "ease": ease_note, "genlab_version": __version__}
+            "ease": ease_note}
 
 
 def _rows_of(table: torch.Tensor):
@@ -151,7 +151,7 @@ INTERACTIONS = register_data_kind(DataKind(
     load=lambda spec, resumed_run: load_interactions(spec),
     catalogue=Catalogue("interactions (multvae, multdae, ease, popularity; genlab apply recommend)",
                         INTERACTION_DATASETS, interaction_dataset_status),
-    evaluate=lambda model, options: evaluate_interactions(model, **options),
+    evaluate=evaluate_interactions,
     report=report,
     sample=recommend_instead,
     next_steps=next_steps,

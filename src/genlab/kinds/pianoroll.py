@@ -21,7 +21,7 @@ PIANOROLL = register_data_kind(DataKind(
     load=lambda spec, resumed_run: load_pianoroll_data(spec),
     catalogue=Catalogue("piano-roll frames (pianoroll: lstm-jsb, rnn-nade-jsb)", PIANOROLL_DATASETS,
                         pianoroll_dataset_status),
-    evaluate=lambda model, options: evaluate_pianoroll(model, **options),
+    evaluate=evaluate_pianoroll,
     report=report,
     sample=compose_instead,
     next_steps=next_steps,

@@ -68,7 +68,7 @@ TEXT = register_data_kind(DataKind(
     spec_class=TextDataSpec,
     load=load,
     catalogue=Catalogue("text (gpt, lstm; data.tokenizer=char|byte|bpe)", TEXT_DATASETS, text_dataset_status),
-    evaluate=lambda model, options: evaluate_text(model, **options),
+    evaluate=evaluate_text,
     report=report,
     sample=sample,
     next_steps=lambda run_dir: (f'next: genlab generate {run_dir} --prompt "..." --max-new-tokens 300 --temperature 0.8'

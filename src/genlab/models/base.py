@@ -17,6 +17,7 @@ score per item for each history of clicks; the recommender families).
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -140,7 +141,8 @@ class GenerativeModel(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return next(self.parameters()).device
+        # buffers too: a closed-form family (EASE, popularity) holds no trainable parameters
+        return next(itertools.chain(self.parameters(), self.buffers())).device
 
 
 # ----------------------------------------------------------------------------- shared helpers
@@ -202,8 +204,3 @@ class Recommender(GenerativeModel):
     def check_history(self, history: torch.Tensor) -> None:
         if history.ndim != 2 or history.shape[1] != self.config.num_items:
             raise GenlabError(f"a history must be [users, {self.config.num_items}] clicks, got {list(history.shape)}")
-
-    @property
-    def device(self) -> torch.device:
-        # ease and popularity hold buffers only (no trainable parameters)
-        return next(iter([*self.parameters(), *self.buffers()])).device

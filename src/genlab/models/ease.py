@@ -88,7 +88,11 @@ class EASE(Recommender):
         if self.gram.numel() == 0:
             raise GenlabError("EASE has no Gram matrix: initialize_from_data was not called",
                               "train EASE with `genlab train` (or call model.initialize_from_data(data, False))")
-        l2 = self.config.l2_grid[step % len(self.config.l2_grid)]
+        if step >= len(self.config.l2_grid):  # one step per L2 weight; more would silently repeat the grid
+            raise GenlabError(f"EASE tries each of the {len(self.config.l2_grid)} weights of model.l2_grid once, "
+                              f"so it trains {len(self.config.l2_grid)} steps, not {step + 1}+",
+                              f"set train.steps={len(self.config.l2_grid)}")
+        l2 = self.config.l2_grid[step]
         self.fit_l2(l2)
         return {"l2": l2}
 

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..apps.common import b64
-from ..imageio import display_scale, grid_picture, image_picture
+from ..imageio import display_scale, grid_picture
 from ..imageio import png_bytes as encode_png
 from .runtime import APIError, JobTimeout, ModelStore
 
@@ -32,11 +31,6 @@ def _model_for(store: ModelStore, name: str, data_kind: str, capability: str, pu
 
 
 # ----------------------------------------------------------------------------- images out
-
-
-def png_bytes(image: torch.Tensor, value_range) -> bytes:
-    """One [C, H, W] image as PNG bytes at its own resolution (the exact result pixels)."""
-    return encode_png(image_picture(image, value_range))
 
 
 def grid_png_bytes(images: torch.Tensor, value_range) -> bytes:

@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..errors import GenlabError
 from .errors import scrub, scrub_value
+from ..registry import serves
 from .runtime import APIError, ModelStore
 
 MAX_SAMPLES_TEXT = 1 << 20  # characters of samples.txt shown in a model's detail
@@ -28,7 +29,7 @@ def endpoints_for(data_kind: str, capabilities) -> list[str]:
 
     caps = frozenset(capabilities)
     endpoints = [path for path, serves in SAMPLING_ROUTES.items() if serves(data_kind, caps)]
-    endpoints += [route.path for _, route in application_routes() if route.serves(data_kind, caps)]
+    endpoints += [route.path for app, route in application_routes() if serves(app, data_kind, caps)]
     return list(dict.fromkeys(endpoints))
 
 
@@ -78,10 +79,7 @@ def model_summary(store: ModelStore, name: str, detail: bool = False) -> dict:
             raise problem
     except GenlabError as e:  # listed with the reason, so the person sees why it cannot be used
         return {**summary, "error": scrub(e.message, roots), "hint": scrub(e.hint, roots)}
-    capabilities = set(family.capabilities)
-    conditional = bool(config["model"].get("conditional", False))
-    if "conditional" in capabilities and not conditional:
-        capabilities.discard("conditional")  # as the loaded model would say (families drop it when unconditional)
+    capabilities = store.capabilities(name)  # from the meta-device model check_weights built: as loaded
     summary.update({"family": config["family"], "data_kind": family.data_kind, "capabilities": sorted(capabilities),
                     "endpoints": endpoints_for(family.data_kind, capabilities),
                     "recipe": scrub_value(config.get("recipe"), roots),

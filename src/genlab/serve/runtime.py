@@ -106,7 +106,7 @@ class ModelStore:
     def check(self, name: str, config: dict | None = None) -> GenlabError | None:
         """Why model `name` cannot be loaded, from its config and the safetensors header alone
         (genlab.artifact.check_weights: no weights read, nothing allocated), or None. Cached
-        until its files change."""
+        until its files change, with the capabilities the model will have (`capabilities`)."""
         from .. import artifact
 
         path = self.path(name)
@@ -115,12 +115,10 @@ class ModelStore:
             checked = self._checked.get(name)
         if checked is not None and checked[0] == stamp:
             return checked[1]
-        check_weights = getattr(artifact, "check_weights", None)
-        problem = None
+        problem, capabilities = None, frozenset()
         try:
             config = config if config is not None else artifact.read_config(path)
-            if check_weights is not None:
-                check_weights(path, config)
+            capabilities = frozenset(artifact.check_weights(path, config).capabilities)  # the meta-device model's
         except GenlabError as e:
             problem = e
         except Exception as e:  # a config.json edited into something no family can build
@@ -128,8 +126,14 @@ class ModelStore:
             problem = GenlabError(f"{CONFIG_NAME} of model {name!r} does not describe a model genlab can build "
                                   f"({type(e).__name__})", "restore the file or train the model again")
         with self._lock:
-            self._checked[name] = (stamp, problem)
+            self._checked[name] = (stamp, problem, capabilities)
         return problem
+
+    def capabilities(self, name: str) -> frozenset:
+        """What model `name` can do, as the loaded model would say (empty when it cannot be loaded)."""
+        self.check(name)
+        with self._lock:
+            return self._checked[name][2]
 
     def path(self, name: str, param: str = "model") -> Path:
         """The directory of model `name`, which must lie inside the models directory."""

@@ -13,6 +13,7 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import GenlabError
+from ..apps.common import frame_items
 from . import jobs
 from .errors import error_body, log
 from .runtime import APIError, InferencePool, JobTimeout, ModelStore
@@ -37,7 +38,7 @@ def sampling_router() -> APIRouter:
             lambda deadline: jobs.generate_images(store, body.model, body.n, body.seed, body.class_))
         if body.response_format == "png":
             return Response(await run_in_threadpool(jobs.grid_png_bytes, images, value_range), media_type="image/png")
-        data = await run_in_threadpool(lambda: [{"b64_json": jobs.b64(jobs.png_bytes(x, value_range))} for x in images])
+        data = await run_in_threadpool(frame_items, images, value_range)
         return {"created": int(time.time()), "model": body.model, "data": data}
 
     @router.post("/v1/completions", summary="continue a prompt (OpenAI completions shape; stream: true for SSE)")

@@ -47,7 +47,7 @@ from ..limits import MAX_SEED
 from ..models.events import sample_pieces
 
 DEFAULT_TEMPO = 120.0
-MAX_BARS = 512
+MAX_COMPOSE_BARS = 512  # the Python function's own cap; the CLI and HTTP bound is limits.MAX_BARS
 # The prompt stays in the piece (and its WAV), so a tiny MIDI file holding one note for hours
 # must not turn into hours of audio.
 MAX_PROMPT_BARS = 64
@@ -97,7 +97,8 @@ def _check_settings(bars, seed, temperature, top_p, tempo) -> None:
     def is_number(x):
         return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
-    check(is_int(bars) and 1 <= bars <= MAX_BARS, f"bars must be an integer in 1..{MAX_BARS}, got {bars!r}", "e.g. --bars 16")
+    check(is_int(bars) and 1 <= bars <= MAX_COMPOSE_BARS, f"bars must be an integer in 1..{MAX_COMPOSE_BARS}, got {bars!r}",
+          "e.g. --bars 16")
     check(is_int(seed) and 0 <= seed <= MAX_SEED, f"seed must be an integer in 0..{MAX_SEED:,}, got {seed!r}")
     check(is_number(temperature) and temperature >= 0, f"temperature must be a number >= 0, got {temperature!r}",
           "1.0 is the model's own distribution, lower is safer, 0 is greedy")

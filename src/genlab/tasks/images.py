@@ -25,6 +25,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import GenlabError, InputTooLarge, warn
+from ..fileio import atomic_write_bytes
 from ..limits import MAX_FILE_PIXELS
 from ..imageio import display_scale, grid_picture, image_picture, save_grid, save_picture
 
@@ -175,20 +176,28 @@ def save_strip(path: str | Path, images: torch.Tensor, data_range=(0.0, 1.0), nr
     return save_grid(path, images, data_range, nrow, scale=display_scale(images.shape[-2]))
 
 
-def save_gif(path: str | Path, frames: list[torch.Tensor], data_range=(0.0, 1.0), nrow: int | None = None,
-             duration_ms: int = 120, bounce: bool = True) -> Path:
-    """An animated GIF, one frame per [N, C, H, W] batch (a grid when N > 1); `bounce` plays it
-    forwards then backwards so the loop has no jump."""
+def gif_bytes(frames: list[torch.Tensor], data_range=(0.0, 1.0), nrow: int | None = None, duration_ms: int = 120,
+              bounce: bool = True) -> bytes:
+    """An animated GIF, one frame per [N, C, H, W] batch (a grid when N > 1), in memory; `bounce`
+    plays it forwards then backwards so the loop has no jump."""
     scale = display_scale(frames[0].shape[-2])
     pictures = [grid_picture(f, data_range, nrow, scale, padding=1 if len(f) > 1 else 0) for f in frames]
     if bounce and len(pictures) > 2:
         pictures = pictures + pictures[-2:0:-1]
+    buffer = io.BytesIO()
+    pictures[0].save(buffer, format="GIF", save_all=True, append_images=pictures[1:], duration=duration_ms, loop=0)
+    return buffer.getvalue()
+
+
+def save_gif(path: str | Path, frames: list[torch.Tensor], data_range=(0.0, 1.0), nrow: int | None = None,
+             duration_ms: int = 120, bounce: bool = True) -> Path:
+    """`gif_bytes` written to `path` (atomically; a clear error if it cannot be written)."""
     path = Path(path)
+    data = gif_bytes(frames, data_range, nrow, duration_ms, bounce)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pictures[0].save(path, format="GIF", save_all=True, append_images=pictures[1:], duration=duration_ms, loop=0)
-    except (OSError, ValueError) as e:
-        raise GenlabError(f"cannot write {path}: {getattr(e, 'strerror', None) or e}", "choose a writable output path") from None
+        atomic_write_bytes(path, data)
+    except OSError as e:
+        raise GenlabError(f"cannot write {path}: {e.strerror or e}", "choose a writable output path") from None
     return path
 
 

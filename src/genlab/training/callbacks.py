@@ -27,7 +27,8 @@ from ..imageio import display_scale, make_grid, save_bar_chart, save_grid
 
 BEST_NAME = "best.safetensors"
 # Validation metrics where more is better; everything else (losses, NLLs, perplexities) is minimised.
-HIGHER_IS_BETTER = frozenset({"elbo", "psnr", "accuracy", "ndcg@100", "recall@20", "recall@50"})
+# A name is taken without its "@k" part, so ndcg@10 and recall@20 are maximised like ndcg@100.
+HIGHER_IS_BETTER = frozenset({"elbo", "psnr", "accuracy", "ndcg", "recall"})
 
 
 class Callback:
@@ -183,7 +184,7 @@ class EarlyStopping(Callback):
     def __init__(self, monitor: str = "val.loss", mode: str = "auto", patience: int | None = None, keep_best: bool = False):
         self.key = monitor.removeprefix("val.")
         self.monitor = monitor
-        self.higher_is_better = mode == "max" or (mode == "auto" and self.key in HIGHER_IS_BETTER)
+        self.higher_is_better = mode == "max" or (mode == "auto" and self.key.split("@")[0] in HIGHER_IS_BETTER)
         self.patience = patience
         self.keep_best = keep_best
         self.best_value: float | None = None

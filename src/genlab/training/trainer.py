@@ -29,6 +29,8 @@ from tqdm import tqdm
 
 from ..config import TrainConfig
 from ..errors import DivergenceError, GenlabError
+from ..fileio import atomic_write_text
+from ..tensors import eval_mode
 from .callbacks import Callback, EarlyStopping, Previews, TensorBoard
 from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import DistInfo, all_reduce_sum_, broadcast_parameters, init_distributed, ranks_in_sync, resolve_device
@@ -175,13 +177,9 @@ class Trainer:
 
     @contextlib.contextmanager
     def evaluation_weights(self):
-        """Context: eval mode and the EMA weights, back to training mode and weights after."""
-        self.model.eval()
-        try:
-            with self.ema_weights():
-                yield
-        finally:
-            self.model.train()
+        """Context: eval mode and the EMA weights, back to the mode and weights before after."""
+        with eval_mode(self.model), self.ema_weights():
+            yield
 
     def preview_batch(self) -> dict:
         """The same first validation examples at every preview, so previews compare across steps."""
@@ -212,7 +210,7 @@ class Trainer:
                 f"the last good checkpoint {self.checkpoint_path} is kept",
                 "lower the learning rate (lr=...) or enable clipping (grad_clip=1.0)",
             )
-        states = {type(cb).__name__: cb.state_dict() for cb in self.callbacks if cb.state_dict() is not None}
+        states = {type(cb).__name__: state for cb in self.callbacks if (state := cb.state_dict()) is not None}
         meta = {"step": self.step, "world_size": self.dist.world_size, "seed": self.cfg.seed,
                 "early_stopped": self.early_stopped, "callbacks": states}
         optimizers = {n: m.optimizer for n, m in self.optimizers.items()}
@@ -252,7 +250,7 @@ class Trainer:
                     kept.append(line)
             except (json.JSONDecodeError, KeyError, TypeError):
                 pass  # a line cut short by a kill
-        history.write_text("".join(line + "\n" for line in kept))
+        atomic_write_text(history, "".join(line + "\n" for line in kept))
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -295,6 +293,7 @@ class Trainer:
             elif self.step >= self.total_steps:
                 self.log(f"checkpoint is at step {self.step}; nothing left to do (raise epochs= or steps= to train longer)")
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.model.train()  # a model may come in eval mode (evaluation_weights restores the mode it found)
         # Statistics a family takes from the whole training split (EASE's Gram matrix,
         # popularity's counts) rather than from batches; a no-op for the others.
         self.model.initialize_from_data(self.data, resumed=resume)
