@@ -93,9 +93,10 @@ def pytest_configure(config):
     def checked_request(self, *args, **kwargs):
         response = original(self, *args, **kwargs)
         if not _BASETEMP:
-            _BASETEMP.append(str(config._tmp_path_factory.getbasetemp()).encode())
-        leaked = _BASETEMP[0] in response.content or _BASETEMP[0] in b"".join(
-            value.encode("latin-1") for value in response.headers.values())
+            base = config._tmp_path_factory.getbasetemp()
+            _BASETEMP.extend({str(base).encode(), str(base.resolve()).encode()})
+        headers = b"".join(value.encode("latin-1") for value in response.headers.values())
+        leaked = any(path in response.content or path in headers for path in _BASETEMP)
         assert not leaked, f"a reply to {args[:2]} contains the test's temporary directory path: {response.text[:300]}"
         return response
 

@@ -170,7 +170,7 @@ def test_beam_search_scores_stay_finite_under_extreme_penalties():
     for penalty in (1e-300, 1e300):
         config = GenerationConfig(max_new_tokens=12, num_beams=3, num_return_sequences=3, repetition_penalty=penalty)
         sequences, scores = beam_search(model, torch.tensor([1, 2]), config)
-        assert sequences.shape == (3, 14) and not torch.isnan(scores).any()
+        assert sequences.shape == (3, 14) and torch.isfinite(scores).all()
 
 
 def test_extreme_settings_generate_on_a_model():
@@ -262,3 +262,10 @@ def test_the_largest_seed_seeds_generation():
     config = GenerationConfig(max_new_tokens=5, seed=MAX_SEED)
     first = torch.stack(list(generate_tokens(model, torch.tensor([1, 2]), config))).tolist()
     assert first == torch.stack(list(generate_tokens(model, torch.tensor([1, 2]), config))).tolist()
+    # the seed is used: the generator it seeds gives these tokens, and other seeds give others
+    seeded = torch.Generator().manual_seed(MAX_SEED)
+    assert first == torch.stack(list(generate_tokens(model, torch.tensor([1, 2]), config, generator=seeded))).tolist()
+    others = {tuple(torch.stack(list(generate_tokens(model, torch.tensor([1, 2]),
+                                                      GenerationConfig(max_new_tokens=5, seed=s)))).flatten().tolist())
+              for s in (MAX_SEED - 1, MAX_SEED - 2, 0)}
+    assert any(list(o) != [t for row in first for t in row] for o in others)

@@ -107,7 +107,21 @@ def test_sampler_loop_equals_diffusers_steps(sampler, eta):
     assert torch.equal(ours, x)
 
 
-def test_ddim_eta_0_is_deterministic():
+def test_ddim_eta_0_draws_no_noise_after_x_T():
+    """Deterministic given x_T: disturbing the generator between steps changes nothing at eta 0,
+    and changes the result at eta > 0 (where each step adds noise)."""
+    model = tiny_model()
+
+    def run(eta: float, disturb: bool) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(1)
+        callback = (lambda i, x: torch.rand(1, generator=generator)) if disturb else None
+        return model.sample(2, generator=generator, sampler="ddim", steps=3, eta=eta, callback=callback)
+
+    assert torch.equal(run(0.0, False), run(0.0, True))
+    assert not torch.equal(run(0.7, False), run(0.7, True))
+
+
+def test_ddim_is_reproducible_from_the_seed():
     model = tiny_model()
     a = genlab.sample(model, 4, seed=1, sampler="ddim", steps=3)
     b = genlab.sample(model, 4, seed=1, sampler="ddim", steps=3)
@@ -201,19 +215,21 @@ def test_bad_sampling_input_is_a_one_line_error(trained, tiny_model_dir, tmp_pat
     with pytest.raises(GenlabError, match="--guidance"):
         genlab.sample(vae, 2, guidance_scale=2.0)
     model = tiny_model()
-    for bad in (dict(steps=0), dict(steps=2000), dict(steps=2.5), dict(sampler="heun"), dict(guidance_scale=1.0)):
-        with pytest.raises(GenlabError):
+    for bad, needle in ((dict(steps=0), "steps"), (dict(steps=2000), "steps"), (dict(steps=2.5), "steps"),
+                        (dict(sampler="heun"), "sampler"), (dict(guidance_scale=1.0), "guidance")):
+        with pytest.raises(GenlabError, match=needle):
             genlab.sample(model, 2, **bad)
     conditional = tiny_model(conditional=True)
-    for bad in (dict(guidance_scale=-1.0), dict(guidance_scale=float("nan")), dict(condition=10)):
-        with pytest.raises(GenlabError):
+    for bad, needle in ((dict(guidance_scale=-1.0), "guidance"), (dict(guidance_scale=float("nan")), "guidance"),
+                        (dict(condition=10), "class")):
+        with pytest.raises(GenlabError, match=needle):
             genlab.sample(conditional, 2, **bad)
 
 
 @pytest.mark.parametrize("override", ["model.schedule=quadratic", "model.prediction=x0", "model.sampler=euler",
                                       "model.channels=[8,16,32,64,128]", "model.sample_steps=0", "model.timesteps=0"])
 def test_bad_config_is_refused(override):
-    with pytest.raises(GenlabError):
+    with pytest.raises(GenlabError, match=override.split(".")[1].split("=")[0]):
         DiffusionConfig(**{**TINY, **_parse(override)})
 
 

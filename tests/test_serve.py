@@ -11,7 +11,6 @@ import json
 import os
 import re
 import socket
-import sys
 import threading
 import time
 from pathlib import Path

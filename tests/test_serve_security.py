@@ -277,16 +277,12 @@ def test_health_listing_and_detail_name_no_path(client, models_dir):
 
 
 def test_damaged_models_are_listed_with_the_reason_and_refused_fast(client):
-    from genlab import artifact
-
     models = {m["id"]: m for m in client.get("/v1/models").json()["data"]}
     broken = models["broken"]
     assert "endpoints" not in broken and "not valid JSON" in broken["error"] and broken["error"].startswith("broken/")
     start = time.perf_counter()
     refused = client.post("/v1/images/generations", json={"model": "broken", "n": 1})
     assert_error(refused, 500, "cannot be loaded", "broken/config.json")
-    if not hasattr(artifact, "check_weights"):
-        pytest.skip("genlab.artifact.check_weights is not there yet")
     huge = models["huge"]
     assert "endpoints" not in huge and "does not match" in huge["error"] and huge["hint"], huge
     detail = client.get("/v1/models/huge").json()
