@@ -38,6 +38,7 @@ class ImageDataSpec:
     channels: int | None = None  # folder: 1 (grayscale) or 3 (RGB); None: from the first image
     split_seed: int = 0  # the permutation that carves val (and test) out; part of the data's identity
     only_classes: tuple[int, ...] | None = None  # keep only these class indices in every split (one-class training)
+    hflip: bool = False  # training batches: mirror each image left-right with probability 1/2 (photos, not digits)
 
     def __post_init__(self):
         if self.scale not in SCALES:
@@ -109,7 +110,11 @@ class ImageData:
 
     def batch(self, split: str, indices: torch.Tensor, generator: torch.Generator | None = None) -> dict:
         part = self.split(split)
-        return {"x": self.to_float(part.images[indices], generator), "y": part.labels[indices]}
+        x = self.to_float(part.images[indices], generator)
+        if self.spec.hflip and split == "train":
+            flip = torch.rand(len(x), generator=generator) < 0.5  # drawn from the step's data generator: resumable
+            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+        return {"x": x, "y": part.labels[indices]}
 
 
 def _check_only_classes(spec: ImageDataSpec, classes: list[str]) -> np.ndarray:

@@ -3,6 +3,7 @@ sample quality (genlab.evaluation), sampled into PNG grids."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..data import ImageDataSpec, load_image_data
@@ -39,9 +40,41 @@ def sample(model, options: dict) -> None:
     n = options["n"] or 64
     # Sampler options (diffusion models) go through only when given, so other families are unaffected.
     sampling = {key: options[key] for key in SAMPLING_OPTIONS if options.get(key) is not None}
-    images = draw(model, n, seed=options["seed"], condition=options["label"], **sampling)
+    with _step_bar(model, sampling.get("steps")) as callback:
+        if callback is not None:
+            sampling["callback"] = callback
+        images = draw(model, n, seed=options["seed"], condition=options["label"], **sampling)
     path = save_grid(options["output"] or "samples.png", images, model.data_range, scale=display_scale(images.shape[-2]))
     print(f"wrote {n} samples to {path}")
+
+
+@contextmanager
+def _step_bar(model, steps: int | None):
+    """A progress bar over the sampler's steps on stderr (as training's), for models that sample in
+    steps (their `sample` takes a callback: diffusion); None for the others. The bar opens at the
+    first step, so options the model refuses end in the error line alone."""
+    import inspect
+    import sys
+
+    from tqdm import tqdm
+
+    if "callback" not in inspect.signature(model.sample).parameters:
+        yield None
+        return
+    total = steps or getattr(model.config, "sample_steps", None)
+    bar = None
+
+    def advance(i, x_t):
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc="sampling", unit="step", dynamic_ncols=True, file=sys.stderr, mininterval=0.5)
+        bar.update(1)
+
+    try:
+        yield advance
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def next_steps(run_dir: Path) -> str:

@@ -89,6 +89,12 @@ class GenerativeModel(nn.Module):
         """Parameters the Trainer keeps an exponential moving average of (all by default)."""
         return [name for name, _ in self.named_parameters()]
 
+    def sampling_starts_at(self) -> int:
+        """The first step that trains what sampling uses (later than 0 for a family that trains it in a
+        second phase, e.g. latent diffusion after its autoencoder): the EMA's warm-up counts from
+        there, and callbacks that draw samples wait for it."""
+        return 0
+
     # Shared by the class-conditional families (config.conditional, config.num_classes).
     def _labels_for_sampling(self, n: int, condition, generator: torch.Generator | None) -> torch.Tensor | None:
         if not self.config.conditional:

@@ -23,6 +23,17 @@ The loop (`denoise`) is the same for all three:
 Timesteps are spaced "trailing" (Lin et al. 2024): the first step starts at t = T - 1, pure
 noise, whatever the number of steps.
 
+Two more loops drive the same kind of `predict`:
+
+    repaint  RePaint inpainting (Lugmayr et al. 2022) with diffusers' RePaintScheduler: at every
+             step the known pixels are the data noised to that step's level (q(x_t | x_0), fresh
+             noise), the unknown ones the model's DDIM/DDPM step; every `jump_length` steps the
+             chain goes back up (re-noising) and down again, `jump_n_sample` times, so that the
+             unknown region can agree with the known one
+    invert   DDIM inversion with diffusers' DDIMInverseScheduler: the eta = 0 update run from
+             x_0 towards x_T, over the same (trailing) timesteps as the ddim sampler, so that
+             `denoise(..., x_T=invert(...))` with the ddim sampler comes back close to x_0
+
 This module knows no model: `predict` is any function (x_t, t) -> output, so classifier-free
 guidance (two predictions mixed) lives in the model that owns the label embedding.
 """
@@ -91,11 +102,18 @@ def alphas_cumprod(*, timesteps: int, schedule: str, beta_start: float, beta_end
 @torch.no_grad()
 def denoise(predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], shape: tuple[int, ...], scheduler,
             steps: int, *, generator: torch.Generator | None, device: torch.device | str, eta: float = 0.0,
-            callback: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+            callback: Callable[[int, torch.Tensor], None] | None = None,
+            x_T: torch.Tensor | None = None) -> torch.Tensor:
     """Run `scheduler` for `steps` steps from x_T ~ N(0, I) of `shape`; x_0 (unclamped).
-    callback(i, x_t) is called after each step (previews, progress bars)."""
+    callback(i, x_t) is called after each step (previews, progress bars). x_T: start from this
+    [n, C, H, W] (e.g. from `invert`) instead of drawing it (`shape` must match)."""
     scheduler.set_timesteps(steps, device=device)
-    x = randn(shape, generator, device) * scheduler.init_noise_sigma  # x_T: [n, C, H, W]
+    if x_T is None:
+        x = randn(shape, generator, device) * scheduler.init_noise_sigma  # x_T: [n, C, H, W]
+    elif tuple(x_T.shape) != tuple(shape):
+        raise GenlabError(f"x_T has shape {tuple(x_T.shape)}, expected {tuple(shape)}")
+    else:
+        x = x_T.to(device)
     for i, t in enumerate(scheduler.timesteps):
         output = predict(scheduler.scale_model_input(x, t), t)  # eps or v: [n, C, H, W]
         x = step(scheduler, output, t, x, generator=generator, eta=eta)  # x_{t-1}
@@ -117,3 +135,105 @@ def step(scheduler, output: torch.Tensor, t: torch.Tensor, x: torch.Tensor, *, g
         # device exactly as genlab.tensors.randn does (diffusers' randn_tensor).
         return scheduler.step(output, t, x, generator=generator).prev_sample
     return scheduler.step(output, t, x).prev_sample  # DPM-Solver++ (2M) is deterministic
+
+
+# ----------------------------------------------------------------------------- RePaint inpainting
+
+
+def make_repaint_scheduler(*, timesteps: int, schedule: str, beta_start: float, beta_end: float,
+                           eta: float = 0.0, clip: bool = True):
+    """diffusers' RePaintScheduler over the training noise schedule. eta: the unknown pixels'
+    step, 0 DDIM (deterministic given x_t), 1 DDPM-like; clip: the predicted x_0 to [-1, 1]."""
+    from diffusers import RePaintScheduler
+
+    if not 0 <= eta <= 1:
+        raise GenlabError(f"eta must be in [0, 1], got {eta!r}", param="eta")
+    return RePaintScheduler(num_train_timesteps=timesteps, beta_schedule=BETA_SCHEDULES[schedule],
+                            beta_start=beta_start, beta_end=beta_end, eta=eta, clip_sample=clip)
+
+
+def repaint_evaluations(steps: int, jump_length: int, jump_n_sample: int) -> int:
+    """The network calls one RePaint run makes: `steps` on the way down, plus jump_length for
+    each of the jump_n_sample - 1 extra passes at every jump point (RePaintScheduler.set_timesteps)."""
+    jump_points = len(range(0, steps - jump_length, jump_length))
+    return steps + jump_points * (jump_n_sample - 1) * jump_length
+
+
+def epsilon_from_v(v: torch.Tensor, x_t: torch.Tensor, alpha_bar_t: torch.Tensor) -> torch.Tensor:
+    """eps = sqrt(alpha_bar_t) v + sqrt(1 - alpha_bar_t) x_t: a v-prediction as the noise it implies
+    (v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x_0, x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps)."""
+    return alpha_bar_t.sqrt() * v + (1 - alpha_bar_t).sqrt() * x_t
+
+
+@torch.no_grad()
+def repaint(predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x0: torch.Tensor, known: torch.Tensor,
+            scheduler, steps: int, *, jump_length: int, jump_n_sample: int, generator: torch.Generator | None,
+            prediction: str = "epsilon", callback: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+    """RePaint (Lugmayr et al. 2022): x_0 [n, C, H, W] in [-1, 1] whose pixels where `known` is 1
+    follow `x0` and whose others the model fills in (unclamped; the known pixels are only as
+    exact as the arithmetic: paste them again in data space).
+
+    known: [n, C, H, W] float, 1 = a known pixel, 0 = one to fill in (diffusers' convention, the
+    opposite of genlab's masks). The loop is diffusers' RePaintPipeline's: going down (t below
+    the last t), predict and step; going up, `undo_step` adds the forward process's noise.
+    RePaintScheduler takes the noise eps, so a v-predicting network's output is converted."""
+    if prediction not in PREDICTIONS:
+        raise GenlabError(f"unknown prediction {prediction!r}", "use epsilon or v")
+    if jump_length < 1 or jump_n_sample < 1:
+        raise GenlabError(f"jump_length and jump_n_sample must be >= 1, got {jump_length} and {jump_n_sample}",
+                          param="jump_length" if jump_length < 1 else "jump_n_sample")
+    scheduler.set_timesteps(steps, jump_length, jump_n_sample, device=x0.device)
+    known = known.to(x0.dtype)
+    x = randn(tuple(x0.shape), generator, x0.device, x0.dtype)  # x_T: [n, C, H, W]
+    t_last = scheduler.timesteps[0] + 1
+    for i, t in enumerate(scheduler.timesteps):
+        if t < t_last:  # down: x_t -> x_{t - T/steps}, the known pixels re-noised to that level
+            output = predict(x, t)  # eps or v: [n, C, H, W]
+            if PREDICTIONS[prediction] == "v_prediction":
+                output = epsilon_from_v(output, x, scheduler.alphas_cumprod[t].to(x.device, x.dtype))
+            x = scheduler.step(output, t, x, x0, known, generator=generator).prev_sample
+        else:  # up: the resampling jump, T/steps forward-process steps
+            x = scheduler.undo_step(x, t_last, generator=generator)
+        t_last = t
+        if callback is not None:
+            callback(i, x)
+    return x
+
+
+# ----------------------------------------------------------------------------- DDIM inversion
+
+
+def make_inverse_scheduler(*, timesteps: int, schedule: str, beta_start: float, beta_end: float, prediction: str,
+                           clip: float | None = 1.0):
+    """diffusers' DDIMInverseScheduler over the training noise schedule, on the ddim sampler's
+    trailing timesteps (its steps are the ddim sampler's, run backwards)."""
+    from diffusers import DDIMInverseScheduler
+
+    return DDIMInverseScheduler(num_train_timesteps=timesteps, beta_schedule=BETA_SCHEDULES[schedule],
+                                beta_start=beta_start, beta_end=beta_end, prediction_type=PREDICTIONS[prediction],
+                                timestep_spacing="trailing", set_alpha_to_one=True, clip_sample=clip is not None,
+                                clip_sample_range=clip or 1.0)
+
+
+@torch.no_grad()
+def invert(predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x0: torch.Tensor, scheduler, steps: int,
+           *, callback: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+    """DDIM inversion (Song et al. 2021, sec. 4.3; Dhariwal & Nichol 2021): x_0 [n, C, H, W] in
+    [-1, 1] -> x_T, deterministic. Each step s -> t (t = s + T/steps) is the eta = 0 update
+    backwards,
+
+        x0_hat = (x_s - sqrt(1 - alpha_bar_s) eps) / sqrt(alpha_bar_s)
+        x_t    = sqrt(alpha_bar_t) x0_hat + sqrt(1 - alpha_bar_t) eps,     eps = predict(x_s, t)
+
+    with the prediction made at x_s where the sampler makes it at x_t: the round trip through
+    the ddim sampler (same steps, eta = 0) is exact only as steps grow."""
+    if type(scheduler).__name__ != "DDIMInverseScheduler":
+        raise GenlabError("DDIM inversion needs a DDIMInverseScheduler (make_inverse_scheduler)")
+    scheduler.set_timesteps(steps, device=x0.device)
+    x = x0
+    for i, t in enumerate(scheduler.timesteps):
+        output = predict(scheduler.scale_model_input(x, t), t)  # eps or v: [n, C, H, W]
+        x = scheduler.step(output, t, x).prev_sample
+        if callback is not None:
+            callback(i, x)
+    return x

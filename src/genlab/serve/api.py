@@ -44,9 +44,15 @@ GET  /v1/models/{name}             the same plus config (config.json; data files
                                    previews {file: url}, samples_text (text models' samples.txt or null)
 GET  /v1/models/{name}/previews/{file}   samples.png | reconstructions.png | class_histogram.png | samples.txt
 POST /v1/images/generations        JSON {model, n: 1..64 = 16, seed: 0..2^63-1 = 0, class: 0..10^6 | null,
-                                   response_format: "b64_json" | "png"}
+                                   response_format: "b64_json" | "png", stream: bool; diffusion models only:
+                                   steps: 1..T (the model's timesteps), sampler: "ddpm" | "ddim" | "dpm++",
+                                   guidance_scale: 0..100 (class-conditional); each defaults to the model's}
                                    -> {created, model, data: [{b64_json}]} (one PNG per image, native size)
                                    or image/png: one grid (tiles enlarged as in `genlab sample`)
+                                   stream: true -> text/event-stream of `data: {type: "image_generation.partial_image",
+                                   created, model, step, steps, partial_image_index, b64_json: PNG grid of x_t}`
+                                   after each sampler step (at most 50), then `data: {type:
+                                   "image_generation.completed", created, model, data: [{b64_json}]}`, `data: [DONE]`
 POST /v1/completions               JSON, OpenAI shape: {model, prompt (<= 8000 chars) = "", max_tokens: 1..1024 = 64,
                                    temperature: 0..2 = 1 (0 greedy), top_p: (0, 1], n: 1..8 = 1,
                                    stop: string | up to 4 strings (1..64 chars), seed, stream: bool,

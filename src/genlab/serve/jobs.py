@@ -41,12 +41,34 @@ def grid_png_bytes(images: torch.Tensor, value_range) -> bytes:
 # ----------------------------------------------------------------------------- image jobs
 
 
-def generate_images(store: ModelStore, name: str, n: int, seed: int, label: int | None):
-    """n samples [n, C, H, W] and the model's value range."""
+SAMPLER_FIELDS = ("steps", "sampler", "guidance_scale")  # request fields of POST /v1/images/generations
+
+
+def takes_steps(model) -> bool:
+    """Whether the model samples in steps a callback can watch (diffusion models)."""
+    import inspect
+
+    return "callback" in inspect.signature(model.sample).parameters
+
+
+def generate_images(store: ModelStore, name: str, n: int, seed: int, label: int | None, sampling: dict | None = None,
+                    callback=None):
+    """n samples [n, C, H, W] and the model's value range. sampling: the sampler options given
+    (steps, sampler, guidance_scale; a model that takes none is refused naming the fix);
+    callback(i, x_t) is called after each step of a model that samples in steps (previews,
+    deadlines) and ignored for the others."""
     from ..api import sample
 
     model = _model_for(store, name, "image", "sample", "image generation")
-    return sample(model, n, seed=seed, condition=label), model.data_range
+    sampling = {key: value for key, value in (sampling or {}).items() if value is not None}
+    if sampling and not takes_steps(model):
+        fields = ", ".join(sampling)
+        raise APIError(400, f"{fields} {'is' if len(sampling) == 1 else 'are'} for diffusion models; model {name!r} "
+                       f"is a {model.family} model", f"drop {fields}, or pick a model whose family is diffusion "
+                       "(GET /v1/models)", param=next(iter(sampling)))
+    if callback is not None and takes_steps(model):
+        sampling["callback"] = callback
+    return sample(model, n, seed=seed, condition=label, **sampling), model.data_range
 
 
 # ----------------------------------------------------------------------------- text

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from ..limits import MAX_CLASS, MAX_COMPLETIONS, MAX_IMAGES, MAX_NEW_TOKENS, MAX_PROMPT_CHARS, MAX_STOP, MAX_STOP_CHARS, ModelName, Seed, Strict
+from ..limits import (MAX_CLASS, MAX_COMPLETIONS, MAX_DIFFUSION_TIMESTEPS, MAX_GUIDANCE, MAX_IMAGES, MAX_NEW_TOKENS,
+                      MAX_PROMPT_CHARS, MAX_STOP, MAX_STOP_CHARS, ModelName, Seed, Strict)
 
 
 class ImageGenerationRequest(Strict):
@@ -23,6 +24,23 @@ class ImageGenerationRequest(Strict):
                                 description="class label (class-conditional models)")
     response_format: Literal["b64_json", "png"] = Field(
         "b64_json", description="b64_json: one base64 PNG per image; png: one PNG grid of all of them")
+    # Sampler options: diffusion models only (another model given one is a 400 naming the fix).
+    steps: int | None = Field(None, ge=1, le=MAX_DIFFUSION_TIMESTEPS,
+                              description="diffusion models: sampler steps, 1..the model's training timesteps "
+                                          "(default: the model's)")
+    sampler: Literal["ddpm", "ddim", "dpm++"] | None = Field(None, description="diffusion models (default: the model's)")
+    guidance_scale: float | None = Field(None, ge=0.0, le=MAX_GUIDANCE, allow_inf_nan=False,
+                                         description="class-conditional diffusion models: classifier-free guidance "
+                                                     "(0 unconditional, 1 conditional, > 1 stronger)")
+    stream: bool = Field(False, description="send server-sent events: a preview grid after each sampler step "
+                                            "(diffusion models), then the images")
+
+    @model_validator(mode="after")
+    def _stream_sends_json(self):
+        if self.stream and self.response_format == "png":
+            raise ValueError("a stream sends base64 PNGs inside its events; response_format png is for a reply "
+                             "without stream")
+        return self
 
 
 class CompletionRequest(Strict):

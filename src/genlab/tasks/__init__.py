@@ -1,7 +1,8 @@
 """Applications on top of trained models; each reports how it compares with the obvious baseline.
 
     task         needs (capability)          baseline
-    inpaint      decode (VAE, GAN)           mean of the known pixels
+    inpaint      decode (VAE, GAN) or a      mean of the known pixels
+                 pixel-space diffusion model (RePaint)
     superres     upscale (superres)          bicubic interpolation
     denoise      denoise (denoiser)          the noisy input; the best tuned scikit-image filter
     anomaly      log_likelihood / encode     chance (AUROC 0.5)

@@ -19,8 +19,18 @@ objective: the objective is not convex, and a few starts avoid the worst local m
   has no pixel likelihood, so known pixels are fitted in squared error scaled by
   `pixel_sigma`, which weighs agreement against the prior term.
 
-A class-conditional model needs the class; when none is given, the restarts cycle through
-the classes and the best fit picks one.
+- Diffusion ("repaint", Lugmayr et al. 2022): no latent to search; the reverse process is
+  run from noise with the known pixels replaced, at every step, by the input noised to that
+  step's level (q(x_t | x_0)), and every `jump_length` steps it goes back up and down again
+  `jump_n_sample` times so the filled region can come to agree with the known one
+  (genlab.sampling.diffusion.repaint, on diffusers' RePaintScheduler). Pixel-space models only:
+  a latent diffusion model's known "pixels" would be latent cells, which no mask maps onto
+  exactly.
+
+A class-conditional model needs the class for `resample`; `optimize` cycles the restarts
+through the classes when none is given and the best fit picks one; `repaint` without a class
+fills in with the unconditional (null-label) prediction, with one under classifier-free
+guidance (the model's guidance_scale unless given).
 
 The baseline is `mean_fill`: each missing pixel gets the mean of the image's known pixels
 (per channel). `masked_psnr` scores a result on the missing pixels only, where the methods
@@ -36,9 +46,18 @@ import torch.nn.functional as F
 
 from ..errors import GenlabError
 from ..models.base import randn
+from ..sampling.diffusion import check_steps, make_repaint_scheduler, repaint
 
-METHODS = ("optimize", "resample")
+METHODS = ("optimize", "resample", "repaint")
 CHUNK = 256  # images per optimisation batch (times restarts latents)
+# The defaults of each method's steps; RePaint's resampling at CPU sizes: 50 steps with 4 jump
+# points each passed 5 times is 210 network calls (the paper: 250 steps, jumps of 10, 10 times).
+DEFAULT_STEPS = {"optimize": 200, "resample": 200, "repaint": 50}
+REPAINT_JUMP_LENGTH = 10
+REPAINT_JUMP_N_SAMPLE = 5
+REPAINT_ETA = 1.0  # the unknown pixels' step: 1 the paper's DDPM step, 0 DDIM
+# What a diffusion model offers that RePaint uses (genlab.models.diffusion.Diffusion).
+DIFFUSION_PROTOCOL = ("predict", "to_diffusion_space", "to_data_space", "alphas_cumprod")
 
 
 def mean_fill(images: torch.Tensor, mask: torch.Tensor, data_range=(0.0, 1.0)) -> torch.Tensor:
@@ -58,6 +77,44 @@ def masked_psnr(result: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor, d
     mse = (result - truth)[missing].double().pow(2).mean().item()
     peak = data_range[1] - data_range[0]
     return math.inf if mse == 0 else 10.0 * math.log10(peak**2 / mse)
+
+
+def is_diffusion(model) -> bool:
+    """Whether `model` denoises by its own forward process: predict(x_t, t, labels, guidance) of
+    eps or v, and the maps into and out of its [-1, 1] diffusion space (the diffusion family)."""
+    return all(hasattr(model, name) for name in DIFFUSION_PROTOCOL) and hasattr(model.config, "timesteps")
+
+
+def default_method(model) -> str:
+    return "repaint" if is_diffusion(model) else "optimize"
+
+
+def require_inpainter(model, method: str | None = None) -> str:
+    """The method `model` inpaints with (`method`, or its default when None or "auto"), after
+    checking that the model can: a latent generator for optimize/resample, a pixel-space
+    diffusion model for repaint. One-line errors name the fix."""
+    if method in (None, "auto"):
+        method = default_method(model)
+    if method not in METHODS:
+        raise GenlabError(f"unknown inpainting method {method!r}", f"use one of {', '.join(METHODS)}", param="method")
+    if method == "repaint":
+        if not is_diffusion(model):
+            raise GenlabError(f"the repaint method needs a diffusion model; this is a {model.family} model",
+                              "use --method optimize (VAE or GAN) or resample (VAE)", param="method")
+        if getattr(model.config, "latent_channels", 0) > 0:
+            raise GenlabError("repaint inpaints in pixel space, and this diffusion model denoises autoencoder latents",
+                              "train a pixel-space diffusion model (model.latent_channels=0) to inpaint with it")
+        return method
+    if is_diffusion(model):
+        raise GenlabError(f"the {method} method searches a VAE's or GAN's latent space; a diffusion model has none",
+                          "use the repaint method (the default for diffusion models: --method repaint or auto)",
+                          param="method")
+    try:
+        require_latent_generator(model, "inpainting")
+    except GenlabError as e:  # the capability error, with the diffusion route added to its hint
+        hint = "; ".join(filter(None, [e.hint, "or a pixel-space diffusion model (--method repaint)"]))
+        raise GenlabError(e.message, hint) from None
+    return method
 
 
 def require_latent_generator(model, purpose: str):
@@ -116,25 +173,35 @@ def inpaint(
     images: torch.Tensor,
     mask: torch.Tensor,
     *,
-    method: str = "optimize",
-    steps: int = 200,
+    method: str | None = None,
+    steps: int | None = None,
     restarts: int = 4,
     lr: float = 0.05,
     pixel_sigma: float = 0.1,
     labels: torch.Tensor | int | None = None,
     seed: int = 0,
+    jump_length: int = REPAINT_JUMP_LENGTH,
+    jump_n_sample: int = REPAINT_JUMP_N_SAMPLE,
+    eta: float = REPAINT_ETA,
+    guidance_scale: float | None = None,
 ) -> torch.Tensor:
     """Fill the pixels where `mask` is True; every other pixel is returned unchanged.
 
     images [N, C, H, W] in the model's data range; mask bool [1 or N, 1 or C, H, W].
-    Deterministic in `seed`. See the module docstring for the method.
+    method: optimize | resample (VAE, GAN) | repaint (diffusion); None picks repaint for a
+    diffusion model, optimize otherwise. steps: optimisation / resampling steps, or RePaint's
+    diffusion steps (DEFAULT_STEPS when None). restarts, lr, pixel_sigma: the latent search's;
+    jump_length, jump_n_sample, eta, guidance_scale: RePaint's. Deterministic in `seed`. See the
+    module docstring for the methods.
     """
-    if method not in METHODS:
-        raise GenlabError(f"unknown inpainting method {method!r}", f"use one of {', '.join(METHODS)}")
-    if steps < 1 or restarts < 1 or lr <= 0 or pixel_sigma <= 0:
+    method = require_inpainter(model, method)
+    steps = DEFAULT_STEPS[method] if steps is None else steps
+    if method == "repaint":
+        _check_repaint_options(model, steps, jump_length, jump_n_sample, eta)
+    elif steps < 1 or restarts < 1 or lr <= 0 or pixel_sigma <= 0:
         raise GenlabError("steps and restarts must be >= 1, lr and pixel_sigma > 0",
                           f"got steps={steps}, restarts={restarts}, lr={lr}, pixel_sigma={pixel_sigma}")
-    decode, encode = require_latent_generator(model, "inpainting")
+    decode, encode = (None, None) if method == "repaint" else require_latent_generator(model, "inpainting")
     device = model.device
     images = images.to(device)
     missing = _check_inputs(model, images, mask.to(device))
@@ -147,7 +214,10 @@ def inpaint(
     for start in range(0, len(images), CHUNK):
         chunk = slice(start, start + CHUNK)
         chunk_labels = None if labels is None else labels[chunk]
-        if method == "resample":
+        if method == "repaint":
+            filled = _repaint(model, images[chunk], missing[chunk], steps, jump_length, jump_n_sample, eta,
+                              chunk_labels, guidance_scale, generator)
+        elif method == "resample":
             filled = _resample(model, images[chunk], missing[chunk], steps, chunk_labels, generator)
         else:
             filled = _optimize(model, decode, encode, images[chunk], missing[chunk], steps, restarts, lr, pixel_sigma,
@@ -206,3 +276,39 @@ def _resample(model, images, missing, steps, labels, generator):
         x = torch.where(missing, model.decode(mu + torch.exp(0.5 * logvar) * eps, labels), images)
     mu, _ = model.encode(x, labels)  # the last step at the posterior mean: the chain's clean estimate
     return model.decode(mu, labels)
+
+
+def _check_repaint_options(model, steps, jump_length, jump_n_sample, eta) -> None:
+    check_steps(steps, model.config.timesteps)
+    for name, value in (("jump_length", jump_length), ("jump_n_sample", jump_n_sample)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise GenlabError(f"{name} must be an integer >= 1, got {value!r}", param=name)
+    if not (isinstance(eta, (int, float)) and 0 <= eta <= 1):
+        raise GenlabError(f"eta must be in [0, 1], got {eta!r}", "1: the paper's DDPM step, 0: DDIM", param="eta")
+
+
+@torch.no_grad()
+def _repaint(model, images, missing, steps, jump_length, jump_n_sample, eta, labels, guidance_scale, generator):
+    """RePaint in the model's diffusion space; images [n, C, H, W] in the data range -> filled, same."""
+    cfg = model.config
+    if labels is not None:
+        if "conditional" not in model.capabilities:
+            raise GenlabError(f"this {model.family} model is unconditional, so it cannot fill in a given class",
+                              "leave out the class")
+        if labels.min() < 0 or labels.max() >= cfg.num_classes:
+            raise GenlabError(f"class {labels.max().item()} is out of range",
+                              f"this model knows classes 0..{cfg.num_classes - 1}")
+        guidance_scale = cfg.guidance_scale if guidance_scale is None else guidance_scale
+    elif guidance_scale is not None:
+        raise GenlabError("guidance needs a class to guide the filling towards", "give the class, or no guidance",
+                          param="guidance_scale")
+    scheduler = make_repaint_scheduler(timesteps=cfg.timesteps, schedule=cfg.schedule, beta_start=cfg.beta_start,
+                                       beta_end=cfg.beta_end, eta=eta)
+
+    def predict(x_t, t):  # without a class, the model's own (null-label) prediction
+        return model.predict(x_t, t.to(model.device), labels, 1.0 if labels is None else guidance_scale)
+
+    x0 = repaint(predict, model.to_diffusion_space(images), (~missing).to(images.dtype), scheduler, steps,
+                 jump_length=jump_length, jump_n_sample=jump_n_sample, generator=generator,
+                 prediction=cfg.prediction)
+    return model.to_data_space(x0)

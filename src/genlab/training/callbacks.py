@@ -146,8 +146,9 @@ class ClassShareMonitor(Callback):
 
     @torch.no_grad()
     def on_previews(self, trainer, directory, tag_step):
-        if "sample" not in trainer.model.capabilities:
-            return {}
+        start = trainer.model.sampling_starts_at()
+        if "sample" not in trainer.model.capabilities or (start > 0 and trainer.step <= start):
+            return {}  # a two-phase model samples only once its second phase has taken a step
         with trainer.evaluation_weights():
             generator = torch.Generator(trainer.device).manual_seed(trainer.cfg.seed)
             images = trainer.model.sample(self.samples, generator=generator)

@@ -355,8 +355,8 @@ class Trainer:
             kept = (f"the last good checkpoint {self.checkpoint_path} is intact; resume from it with --resume after changing settings"
                     if self.checkpoint_path.is_file() else "no checkpoint was written yet")
             raise DivergenceError(f"{e.message} at step {self.step}; {kept}", e.hint) from None
-        if self.ema is not None:
-            self.ema.update(self.step)
+        if self.ema is not None and self.step >= self.model.sampling_starts_at():
+            self.ema.update(self.step - self.model.sampling_starts_at())
         self.step += 1
         self._steps_run += 1
         self._train_time += time.perf_counter() - t0

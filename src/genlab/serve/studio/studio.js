@@ -289,6 +289,8 @@ async function loadModels() {
     const listing = await getJSON("/v1/models");
     models = listing.data;
     fillModelSelects();
+    samplerConfigs.clear(); // a retrained model may have other defaults
+    updateSamplerControls();
     fillModelsTable();
     loadCatalogue();
   } catch (e) {
@@ -386,18 +388,95 @@ async function showModel(name) {
 
 // ----------------------------------------------------------------------------- images: generate
 
+// A diffusion model's sampler controls are shown for the models GET /v1/models lists with family
+// "diffusion"; guidance only for class-conditional ones (capability "conditional"). Their defaults
+// (placeholders) and the steps bound (the training timesteps) come from the model's config.json,
+// read once per model from GET /v1/models/NAME. Hidden controls are disabled: not checked, not sent.
+const samplerConfigs = new Map(); // model name -> the "model" section of its config
+let imagePreviews = []; // the partial_image events of the last streamed generation, in order
+
+async function updateSamplerControls() {
+  const name = $("generate-model").value;
+  const listed = models.find((m) => m.id === name);
+  const diffusion = listed?.family === "diffusion";
+  const box = $("generate-diffusion");
+  delete box.dataset.model;
+  box.hidden = !diffusion;
+  for (const input of box.querySelectorAll("input, select")) input.disabled = !diffusion;
+  if (!diffusion) return;
+  const conditional = (listed.capabilities ?? []).includes("conditional");
+  $("generate-guidance-label").hidden = !conditional;
+  $("generate-guidance").disabled = !conditional;
+  let config = samplerConfigs.get(name);
+  if (!config) {
+    try {
+      config = (await getJSON(`/v1/models/${encodeURIComponent(name)}`)).config?.model ?? {};
+    } catch (e) {
+      showError("generate-error", e);
+      return;
+    }
+    samplerConfigs.set(name, config);
+  }
+  if ($("generate-model").value !== name) return; // another model was picked meanwhile
+  const steps = $("generate-steps");
+  steps.max = String(config.timesteps ?? 10000);
+  steps.placeholder = config.sample_steps === undefined ? "" : String(config.sample_steps);
+  $("generate-sampler").options[0].textContent = config.sampler ? `model's (${config.sampler})` : "model's";
+  $("generate-guidance").placeholder = config.guidance_scale === undefined ? "" : String(config.guidance_scale);
+  if (steps.classList.contains("is-invalid")) checkInput(steps);
+  box.dataset.model = name; // the controls now describe this model
+}
+
+// The events of a streamed generation (POST /v1/images/generations with stream: true): each
+// partial_image is the batch's current x_t after one sampler step, shown in place while the
+// images sharpen; the completed event carries the images themselves.
+async function readImageStream(response, n) {
+  imagePreviews = [];
+  const figure = $("generate-preview-figure");
+  const preview = $("generate-preview");
+  preview.style.width = `${Math.ceil(Math.sqrt(n)) * 64}px`; // the size of the grid it becomes
+  figure.hidden = false;
+  let data = null;
+  try {
+    for await (const text of serverSentEvents(response)) {
+      if (text === "[DONE]") break;
+      const event = JSON.parse(text);
+      if (event.error) throw new ApiError(errorText(event.error.code ?? "error", event)); // failed mid-stream
+      if (event.type === "image_generation.partial_image") {
+        imagePreviews.push(event);
+        preview.src = `data:image/png;base64,${event.b64_json}`;
+        figure.dataset.step = String(event.step);
+        $("generate-preview-caption").textContent = `step ${event.step} of ${event.steps}`;
+        $("generate-status").textContent = `step ${event.step} of ${event.steps}…`;
+      } else if (event.type === "image_generation.completed") {
+        data = event.data;
+      }
+    }
+  } finally {
+    figure.hidden = true;
+  }
+  if (!data) throw new ApiError("the stream ended without the images; try again");
+  return data;
+}
+
 async function generateImages() {
   validate($("generate-form"));
   const n = intOrNull("generate-n");
+  const diffusion = !$("generate-diffusion").hidden;
+  const stream = diffusion && $("generate-stream").checked;
   const payload = withoutNulls({
     model: $("generate-model").value,
     n,
     seed: seedOrNull("generate-seed"),
     class: intOrNull("generate-class"),
     response_format: "b64_json", // one image each, so a click can pick one to edit
+    sampler: diffusion ? $("generate-sampler").value || null : null,
+    steps: diffusion ? intOrNull("generate-steps") : null,
+    guidance_scale: diffusion && !$("generate-guidance").disabled ? numberOrNull("generate-guidance") : null,
+    stream: stream || null,
   });
   const response = await postJSON("/v1/images/generations", payload);
-  const result = await response.json();
+  const result = stream ? { data: await readImageStream(response, n ?? 16) } : await response.json();
   const images = (result.data ?? []).map((item, i) => {
     const img = document.createElement("img");
     img.src = `data:image/png;base64,${item.b64_json}`;
@@ -1143,6 +1222,7 @@ document.addEventListener("DOMContentLoaded", () => {
     drawMask();
   });
 
+  $("generate-model").addEventListener("change", updateSamplerControls);
   $("recommend-model").addEventListener("change", loadCatalogue);
   $("recommend-search").addEventListener("input", showMatches);
   $("recommend-search").addEventListener("keydown", (event) => {  // Enter adds the first match
