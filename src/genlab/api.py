@@ -66,19 +66,21 @@ def _model_config(family_cls, model_values: dict, data) -> object:
     return from_dict(family_cls.config_class, values, "model")
 
 
-def train(recipe: str | dict, overrides: list[str] | tuple = (), out: str | Path | None = None, resume: bool = False, log=None) -> Path:
+def train(recipe: str | dict, overrides: list[str] | tuple = (), out: str | Path | None = None, resume: bool = False, log=None,
+          callbacks: list | tuple = ()) -> Path:
     """Train a recipe (name, YAML path or dict) and write a model directory; returns its path.
 
     With resume=True, `out` is an existing run directory: its config.json and checkpoint are
     used, and overrides may change the training length (epochs=, steps=). Every setting is
     checked, and the model's size against this machine's memory, before anything is written: a
     run that cannot start leaves no folder behind (a new --out folder is removed again).
+    callbacks: extra Trainer callbacks (genlab.training.Callback), e.g. genlab tune's trial pruning.
     """
     resolved, run_dir = _resolve_run(recipe, overrides, out, resume)
     is_main = int(os.environ.get("RANK", "0")) == 0
     created = is_main and not run_dir.exists()
     try:
-        trainer, config = _prepare(resolved, run_dir, resume, is_main, log)
+        trainer, config = _prepare(resolved, run_dir, resume, is_main, log, callbacks)
     except BaseException:
         if created and run_dir.is_dir():  # this call made the folder: nothing of anyone's is lost
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -121,7 +123,7 @@ def _resolve_run(recipe, overrides, out, resume: bool) -> tuple[dict, Path]:
     return resolved, run_dir
 
 
-def _prepare(resolved: dict, run_dir: Path, resume: bool, is_main: bool, log):
+def _prepare(resolved: dict, run_dir: Path, resume: bool, is_main: bool, log, callbacks=()):
     """Data, model (checked for size on the meta device first) and Trainer; the config to save."""
     family_cls = get_family(resolved["family"])
     train_cfg = from_dict(TrainConfig, resolved["train"], "train")
@@ -140,7 +142,8 @@ def _prepare(resolved: dict, run_dir: Path, resume: bool, is_main: bool, log):
     config = {"family": resolved["family"], "recipe": resolved.get("name"), "description": resolved.get("description", ""),
               "model": to_dict(model_cfg), "data": to_dict(data_spec), "train": to_dict(train_cfg),
               "classes": data.classes}
-    trainer = Trainer(model, data, train_cfg, run_dir, log=log, callbacks=_training_callbacks(model, data_spec, is_main))
+    trainer = Trainer(model, data, train_cfg, run_dir, log=log,
+                      callbacks=[*_training_callbacks(model, data_spec, is_main), *callbacks])
     return trainer, config
 
 

@@ -162,6 +162,10 @@ Run `genlab COMMAND --help` for a command's options and examples.""",
     from .serve.cli import add_arguments as add_serve_arguments
 
     add_serve_arguments(add("serve", "serve the models in a folder over HTTP: the JSON API, /docs and the web studio"))
+    from .tuning.cli import EXAMPLES as TUNE_EXAMPLES, add_arguments as add_tune_arguments
+
+    EXAMPLES.setdefault("tune", TUNE_EXAMPLES)
+    add_tune_arguments(add("tune", "search hyper-parameters with Optuna: each trial a training run, the best exported"))
     add_apply_commands(sub)
     return parser
 
@@ -379,6 +383,12 @@ def _cmd_serve(args) -> int:
     return serve(args)
 
 
+def _cmd_tune(args) -> int:
+    from .tuning.cli import run
+
+    return run(args)
+
+
 # The files a model directory is made of: no command's output may overwrite them.
 MODEL_FILES = frozenset({"config.json", "model.safetensors", "tokenizer.json", "metrics.json", "checkpoint.safetensors",
                          "best.safetensors", "history.jsonl"})
@@ -423,7 +433,7 @@ def _cmd_apply(args) -> None:
 
 COMMANDS = {"train": _cmd_train, "sample": _cmd_sample, "generate": _cmd_generate, "eval": _cmd_eval,
             "info": _cmd_info, "recipes": _cmd_recipes, "datasets": _cmd_datasets, "apply": _cmd_apply,
-            "serve": _cmd_serve, "compose": _cmd_apply}
+            "serve": _cmd_serve, "compose": _cmd_apply, "tune": _cmd_tune}
 
 
 def main(argv: list[str] | None = None) -> int:

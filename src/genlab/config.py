@@ -7,6 +7,7 @@ A recipe is a YAML file with four sections:
     data:  {...}   # fields of the data spec (e.g. genlab.data.ImageDataSpec)
     model: {...}   # fields of the family's config dataclass
     train: {...}   # fields of TrainConfig
+    search: {...}  # optional: `genlab tune`'s search space and objective (genlab/tuning; `genlab train` ignores it)
 
 Overrides use dotted keys (`model.latent_dim=32`); the common training keys (`epochs`,
 `steps`, `batch_size`, `lr`, `seed`, `device`) may be given bare.
@@ -224,6 +225,9 @@ def _parse_recipe(text: str, source: str) -> dict:
             raise GenlabError(f"recipe {source} has no {section!r} section")
     if not isinstance(recipe["family"], str):
         raise GenlabError(f"recipe {source}: family must be a name such as vae, got {recipe['family']!r}")
+    if recipe.get("search") is not None and not isinstance(recipe["search"], dict):
+        raise GenlabError(f"recipe {source}: search must be a mapping (genlab tune's search space), got {recipe['search']!r}",
+                          "write it as search: {objective: val.loss, params: {train.lr: 'logfloat:1e-4:1e-2'}}")
     for section in ("data", "model", "train"):
         if recipe[section] is None:
             recipe[section] = {}
