@@ -12,7 +12,6 @@ import genlab
 from genlab.config import from_dict, load_recipe
 from genlab.errors import GenlabError
 from genlab.models.diffusion import Diffusion, DiffusionConfig
-from genlab.training.checkpoint import load_checkpoint  # noqa: F401  (the checkpoint format the test reads)
 
 from conftest import assert_clean_error, run_cli
 

@@ -5,6 +5,8 @@ limit and stopped when the client leaves), and `genlab sample`'s progress bar ov
 
 from __future__ import annotations
 
+import contextlib
+
 import base64
 import io
 import json
@@ -30,14 +32,29 @@ TINY_DIFFUSION = ["steps=6", "model.channels=[8,16]", "model.norm_groups=4", "mo
 GENERATE = "/v1/images/generations"
 
 
-@pytest.fixture(scope="module")
-def models_dir(tmp_path_factory) -> Path:
-    """ddpm (unconditional), cddpm (class-conditional) and vae: tiny models on the 8x8 digits."""
-    root = tmp_path_factory.mktemp("diffusion-served")
+def train_served_models(root: Path) -> Path:
+    """ddpm (unconditional), cddpm (class-conditional) and vae: tiny models on the 8x8 digits, in root."""
     genlab.train("ddpm-digits", TINY_DIFFUSION, out=root / "ddpm")
     genlab.train("ddpm-digits", [*TINY_DIFFUSION, "model.conditional=true"], out=root / "cddpm")
     genlab.train("vae-digits", SERVED_VAE, out=root / "vae")
     return root
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory) -> Path:
+    return train_served_models(tmp_path_factory.mktemp("diffusion-served"))
+
+
+@contextlib.contextmanager
+def occupied(pool):
+    """The pool's one worker busy with a job that waits until the block ends."""
+    release = threading.Event()
+    blocker = pool.submit(lambda deadline: release.wait(30), time.monotonic() + 30)
+    try:
+        yield
+    finally:
+        release.set()
+        blocker.result(timeout=10)
 
 
 def local(app) -> TestClient:
@@ -190,14 +207,8 @@ LONG = {"model": "ddpm", "n": 64, "sampler": "ddpm", "steps": 1000}  # a preview
 def test_the_stream_is_bounded_by_the_time_limit_and_the_queue(models_dir):
     app = create_app(models_dir, workers=1, queue_size=0, request_timeout_s=60)
     pool = app.state.pool
-    release = threading.Event()
-    with local(app) as client:
-        blocker = pool.submit(lambda deadline: release.wait(30), time.monotonic() + 30)
-        try:
-            assert_error(client.post(GENERATE, json={"model": "ddpm", "stream": True}), 429, "busy")
-        finally:
-            release.set()
-            blocker.result(timeout=10)
+    with local(app) as client, occupied(pool):
+        assert_error(client.post(GENERATE, json={"model": "ddpm", "stream": True}), 429, "busy")
 
     # Past the time limit mid-stream: an error event (504), [DONE], and the worker stops at its next
     # step. The limit is a tenth of the 1000 steps' time; the first preview comes at a fiftieth.
@@ -222,13 +233,8 @@ def test_the_stream_is_bounded_by_the_time_limit_and_the_queue(models_dir):
         assert time.monotonic() - started < limit + 250 * step
 
         # Waiting in the queue past the limit: an ordinary JSON 504 before any event.
-        release = threading.Event()
-        blocker = pool.submit(lambda deadline: release.wait(30), time.monotonic() + 30)
-        try:
+        with occupied(pool):
             assert_error(client.post(GENERATE, json={"model": "ddpm", "stream": True}), 504, "time limit")
-        finally:
-            release.set()
-            blocker.result(timeout=10)
 
 
 def test_a_client_that_leaves_stops_the_sampling(models_dir):

@@ -14,10 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import genlab
-
-from conftest import TINY_VAE
-from test_diffusion_serve import TINY_DIFFUSION
+from test_diffusion_serve import train_served_models
 from test_studio import WAIT_S, browser, inline_message, page_errors, save_full_page, serving, set_value, wait_for  # noqa: F401
 
 GENERATE = "/v1/images/generations"
@@ -25,10 +22,7 @@ GENERATE = "/v1/images/generations"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> str:
-    root = tmp_path_factory.mktemp("studio-diffusion")
-    genlab.train("ddpm-digits", TINY_DIFFUSION, out=root / "ddpm")
-    genlab.train("ddpm-digits", [*TINY_DIFFUSION, "model.conditional=true"], out=root / "cddpm")
-    genlab.train("vae-digits", ["steps=40", *TINY_VAE], out=root / "vae")
+    root = train_served_models(tmp_path_factory.mktemp("studio-diffusion"))
     for path in root.glob("*/checkpoint.safetensors"):
         path.unlink()
     yield from serving(root)

@@ -203,6 +203,17 @@ def sample(model, n: int, *, seed: int = 0, condition=None, **sampling) -> torch
     return model.sample(n, condition=condition, generator=generator, **sampling)
 
 
+# The sampler options `genlab sample` and POST /v1/images/generations pass on when given.
+SAMPLER_OPTIONS = ("steps", "sampler", "guidance_scale")
+
+
+def samples_in_steps(model) -> bool:
+    """Whether the model samples in steps that a callback(i, x_t) can watch (diffusion models)."""
+    import inspect
+
+    return "callback" in inspect.signature(model.sample).parameters
+
+
 def check_sampling_options(model, sampling: dict) -> None:
     """Refuse sampler options (steps, sampler, guidance_scale, ...) that `model.sample` does not take."""
     if not sampling:

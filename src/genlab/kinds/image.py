@@ -31,15 +31,12 @@ def report(result: dict) -> list[str]:
     return lines
 
 
-SAMPLING_OPTIONS = ("steps", "sampler", "guidance_scale")
-
-
 def sample(model, options: dict) -> None:
-    from ..api import sample as draw
+    from ..api import SAMPLER_OPTIONS, sample as draw
 
     n = options["n"] or 64
     # Sampler options (diffusion models) go through only when given, so other families are unaffected.
-    sampling = {key: options[key] for key in SAMPLING_OPTIONS if options.get(key) is not None}
+    sampling = {key: options[key] for key in SAMPLER_OPTIONS if options.get(key) is not None}
     with _step_bar(model, sampling.get("steps")) as callback:
         if callback is not None:
             sampling["callback"] = callback
@@ -53,12 +50,13 @@ def _step_bar(model, steps: int | None):
     """A progress bar over the sampler's steps on stderr (as training's), for models that sample in
     steps (their `sample` takes a callback: diffusion); None for the others. The bar opens at the
     first step, so options the model refuses end in the error line alone."""
-    import inspect
     import sys
 
     from tqdm import tqdm
 
-    if "callback" not in inspect.signature(model.sample).parameters:
+    from ..api import samples_in_steps
+
+    if not samples_in_steps(model):
         yield None
         return
     total = steps or getattr(model.config, "sample_steps", None)

@@ -41,32 +41,22 @@ def grid_png_bytes(images: torch.Tensor, value_range) -> bytes:
 # ----------------------------------------------------------------------------- image jobs
 
 
-SAMPLER_FIELDS = ("steps", "sampler", "guidance_scale")  # request fields of POST /v1/images/generations
-
-
-def takes_steps(model) -> bool:
-    """Whether the model samples in steps a callback can watch (diffusion models)."""
-    import inspect
-
-    return "callback" in inspect.signature(model.sample).parameters
-
-
 def generate_images(store: ModelStore, name: str, n: int, seed: int, label: int | None, sampling: dict | None = None,
                     callback=None):
     """n samples [n, C, H, W] and the model's value range. sampling: the sampler options given
     (steps, sampler, guidance_scale; a model that takes none is refused naming the fix);
     callback(i, x_t) is called after each step of a model that samples in steps (previews,
     deadlines) and ignored for the others."""
-    from ..api import sample
+    from ..api import sample, samples_in_steps
 
     model = _model_for(store, name, "image", "sample", "image generation")
     sampling = {key: value for key, value in (sampling or {}).items() if value is not None}
-    if sampling and not takes_steps(model):
+    if sampling and not samples_in_steps(model):
         fields = ", ".join(sampling)
         raise APIError(400, f"{fields} {'is' if len(sampling) == 1 else 'are'} for diffusion models; model {name!r} "
                        f"is a {model.family} model", f"drop {fields}, or pick a model whose family is diffusion "
                        "(GET /v1/models)", param=next(iter(sampling)))
-    if callback is not None and takes_steps(model):
+    if callback is not None and samples_in_steps(model):
         sampling["callback"] = callback
     return sample(model, n, seed=seed, condition=label, **sampling), model.data_range
 

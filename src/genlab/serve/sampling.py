@@ -95,7 +95,9 @@ def sampling_router() -> APIRouter:
 
 
 def _sampling(body: ImageGenerationRequest) -> dict:
-    return {field: getattr(body, field) for field in jobs.SAMPLER_FIELDS if getattr(body, field) is not None}
+    from ..api import SAMPLER_OPTIONS
+
+    return {field: getattr(body, field) for field in SAMPLER_OPTIONS if getattr(body, field) is not None}
 
 
 def _until(deadline: float, cancelled: threading.Event | None = None):
