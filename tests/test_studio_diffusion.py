@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from test_diffusion_serve import train_served_models
-from test_studio import WAIT_S, browser, inline_message, page_errors, save_full_page, serving, set_value, wait_for  # noqa: F401
+from test_studio import WAIT_S, browser, inline_message, page_errors, requests_to, save_full_page, serving, set_value, wait_for  # noqa: F401
 
 GENERATE = "/v1/images/generations"
 
@@ -101,12 +101,12 @@ def test_sampler_controls_follow_the_selected_model(server, browser):
     assert guidance.get_attribute("max") == "100"
 
     # Out of the model's bounds: marked next to the control, nothing sent.
-    sent = browser.execute_script("return performance.getEntriesByType('resource').length")
+    sent = requests_to(browser, "/v1/images/generations")
     set_value(browser, "generate-steps", 1001)
     browser.find_element(By.ID, "generate-button").click()
     wait_for(browser, lambda d: inline_message(d, "generate-steps"), "no message next to steps")
     assert "1000" in inline_message(browser, "generate-steps")
-    assert browser.execute_script("return performance.getEntriesByType('resource').length") == sent
+    assert requests_to(browser, "/v1/images/generations") == sent
     set_value(browser, "generate-steps", "")
 
 
