@@ -43,3 +43,37 @@ def print_rows(rows: list[tuple[str, str, str]], width: int = 24) -> None:
     print(f"\n{'metric':<{width}}{'value':>12}  note")
     for name, value, note in rows:
         print(f"{name:<{width}}{value:>12}  {note}")
+
+
+def nanogpt_val_text(text: str) -> str:
+    """The last 10% of a text: exactly nanoGPT's shakespeare_char validation split (its prepare.py)."""
+    return text[int(len(text) * 0.9):]
+
+
+@torch.no_grad()
+def nats_per_token(token_log_likelihoods, ids, block_size: int, batch_size: int = 32) -> tuple[float, int]:
+    """(mean nats per token, tokens scored) over every token of `ids` but the first, each scored once.
+
+    Windows of block_size + 1 tokens start at 0, block_size, 2 * block_size, ... (consecutive
+    windows share one token: the last target of one is the first input of the next), so each
+    token is predicted from the tokens before it in its window, never from more than
+    block_size of them. A last window shorter than block_size + 1 is scored too, so the
+    tokens scored are exactly ids[1:] for any block size. `token_log_likelihoods` maps int64
+    windows [B, T] to log p(x_t | x_<t) for t = 2..T, [B, T - 1] (a genlab autoregressive
+    model's method of that name, or an adapter around another model).
+    """
+    ids = torch.as_tensor(ids, dtype=torch.long)
+    targets = len(ids) - 1
+    full = targets // block_size
+    offsets = torch.arange(block_size + 1)
+    total, count = 0.0, 0
+    for first in range(0, full, batch_size):
+        starts = torch.arange(first, min(first + batch_size, full)) * block_size
+        log_p = token_log_likelihoods(ids[starts[:, None] + offsets])
+        total -= log_p.double().sum().item()
+        count += log_p.numel()
+    if full * block_size < targets:  # the shorter last window
+        log_p = token_log_likelihoods(ids[full * block_size:][None])
+        total -= log_p.double().sum().item()
+        count += log_p.numel()
+    return total / count, count

@@ -3,11 +3,13 @@
 Trains the `gpt-shakespeare-char` recipe (character-level GPT on Tiny Shakespeare) with
 train.time_budget_s as a cap, then reports:
 
-  - the loss in nats per character on the whole val split (chars [90%, 95%) of the text) and
+  - the loss in nats per character on the whole val split (chars [90%, 95%) of the text;
+    every character scored once but the first and a last piece shorter than a window) and
     on the last 10% of the text (val + test), which is exactly nanoGPT's shakespeare_char
     validation split, so the number compares with nanoGPT's (1.88 for its CPU "baby GPT",
-    1.47 for the GPU one); every character scored once (all but the first and a last piece
-    shorter than a window), each from the characters before it in its 128-character window
+    1.47 for the GPU one); every character of it but the first scored once (common.nats_per_token,
+    the scoring bench/race_nanogpt.py gives both models), each from the characters before it
+    in its 128-character window
   - training tokens/s (inside training steps; evaluation and checkpoints excluded)
   - generation tokens/s with and without the KV cache: 500 new tokens, greedy, one
     sequence, after a prompt of 64 and of 512 characters of the val text. The trained model's
@@ -42,8 +44,10 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("GENLAB_DATA_DIR", str(REPO.parent / "shared" / "data"))
 
 import genlab  # noqa: E402
-from common import fresh_run_dir  # noqa: E402
+from common import fresh_run_dir, nanogpt_val_text, nats_per_token  # noqa: E402
 from genlab.data import TextDataSpec, load_text_data  # noqa: E402
+from genlab.data.download import data_root  # noqa: E402
+from genlab.data.text import load_corpus  # noqa: E402
 from genlab.evaluation import text_likelihood  # noqa: E402
 from genlab.models.transformer import GPT  # noqa: E402
 from genlab.sampling import GenerationConfig, generate, generate_tokens  # noqa: E402
@@ -106,7 +110,9 @@ def main() -> int:
     data = load_text_data(TextDataSpec(**config["data"]), tokenizer=model.tokenizer)
     val = text_likelihood(model, data, "val", progress=False)
     test = text_likelihood(model, data, "test", progress=False)
-    last_10_percent = (val["loss"] * val["tokens"] + test["loss"] * test["tokens"]) / (val["tokens"] + test["tokens"])
+    last_10_percent_ids = model.tokenizer.encode(nanogpt_val_text(load_corpus(config["data"]["name"], data_root())))
+    last_10_percent, _ = nats_per_token(lambda x: model.token_log_likelihoods(x.to(model.device)),
+                                        last_10_percent_ids, config["data"]["block_size"])
 
     # Generation speed. One warm-up call first, so no timing includes one-off allocations.
     torch.manual_seed(0)

@@ -13,7 +13,7 @@ import torch
 
 from ._version import __version__
 from .artifact import check_size, read_config, save, write_metrics
-from .config import TrainConfig, apply_overrides, from_dict, load_recipe, to_dict
+from .config import TrainConfig, apply_budget, apply_overrides, from_dict, load_recipe, to_dict
 from .errors import GenlabError, TrainingInterrupted
 from .limits import MAX_SEED, check_range
 from .models.base import check_sample_count
@@ -67,7 +67,7 @@ def _model_config(family_cls, model_values: dict, data) -> object:
 
 
 def train(recipe: str | dict, overrides: list[str] | tuple = (), out: str | Path | None = None, resume: bool = False, log=None,
-          callbacks: list | tuple = ()) -> Path:
+          callbacks: list | tuple = (), minutes: float | None = None) -> Path:
     """Train a recipe (name, YAML path or dict) and write a model directory; returns its path.
 
     With resume=True, `out` is an existing run directory: its config.json and checkpoint are
@@ -75,7 +75,13 @@ def train(recipe: str | dict, overrides: list[str] | tuple = (), out: str | Path
     checked, and the model's size against this machine's memory, before anything is written: a
     run that cannot start leaves no folder behind (a new --out folder is removed again).
     callbacks: extra Trainer callbacks (genlab.training.Callback), e.g. genlab tune's trial pruning.
+    minutes: train for this much wall-clock time (genlab.config.apply_budget): the recipe's budget
+    band, no step count, the schedule over the budget; on resume, the run's new total budget.
     """
+    if minutes is not None and resume:
+        overrides = [f"train.time_budget_s={minutes * 60.0}", *overrides]
+    elif minutes is not None:
+        recipe = apply_budget(load_recipe(recipe) if isinstance(recipe, str) else recipe, minutes)
     resolved, run_dir = _resolve_run(recipe, overrides, out, resume)
     is_main = int(os.environ.get("RANK", "0")) == 0
     created = is_main and not run_dir.exists()
@@ -123,6 +129,23 @@ def _resolve_run(recipe, overrides, out, resume: bool) -> tuple[dict, Path]:
     return resolved, run_dir
 
 
+class _no_random_init(torch.overrides.TorchFunctionMode):
+    """Skip the random initialisation of tensors (in-place normal_, uniform_, ...) while a model is
+    built on the meta device to be measured: the first random draw on meta tensors costs torch
+    about a second of one-off set-up, and the size check needs shapes only."""
+
+    SKIPPED = {"normal_", "uniform_", "trunc_normal_", "orthogonal_", "kaiming_uniform_", "kaiming_normal_",
+               "xavier_uniform_", "xavier_normal_", "bernoulli_", "exponential_", "random_"}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if getattr(func, "__name__", None) in self.SKIPPED:
+            tensor = args[0] if args else kwargs.get("self", next(iter(kwargs.values()), None))
+            if getattr(tensor, "is_meta", False):
+                return tensor
+        return func(*args, **kwargs)
+
+
 def _prepare(resolved: dict, run_dir: Path, resume: bool, is_main: bool, log, callbacks=()):
     """Data, model (checked for size on the meta device first) and Trainer; the config to save."""
     family_cls = get_family(resolved["family"])
@@ -133,7 +156,7 @@ def _prepare(resolved: dict, run_dir: Path, resume: bool, is_main: bool, log, ca
         _check_writable(run_dir)
     data = kind.load(data_spec, run_dir if resume else None)
     model_cfg = _model_config(family_cls, resolved["model"], data)
-    with torch.device("meta"):  # shapes only: a model too big for this machine is refused before it is built
+    with torch.device("meta"), _no_random_init():  # shapes only: a model too big for this machine is refused before it is built
         check_size(family_cls(model_cfg), "training it (weights, gradients, two optimiser moments"
                    + (", EMA)" if train_cfg.ema_decay else ")"), copies=5 if train_cfg.ema_decay else 4)
     torch.manual_seed(train_cfg.seed)  # the initial weights are a function of the seed
@@ -141,7 +164,8 @@ def _prepare(resolved: dict, run_dir: Path, resume: bool, is_main: bool, log, ca
     model.tokenizer = getattr(data, "tokenizer", None)  # token data carries one; the previews decode with it
     config = {"family": resolved["family"], "recipe": resolved.get("name"), "description": resolved.get("description", ""),
               "model": to_dict(model_cfg), "data": to_dict(data_spec), "train": to_dict(train_cfg),
-              "classes": data.classes}
+              "classes": data.classes,
+              **({"budget_band": resolved["budget_band"]} if resolved.get("budget_band") is not None else {})}
     trainer = Trainer(model, data, train_cfg, run_dir, log=log,
                       callbacks=[*_training_callbacks(model, data_spec, is_main), *callbacks])
     return trainer, config
@@ -168,6 +192,8 @@ def _fit_and_export(trainer, run_dir: Path, resume: bool) -> Path:
                 **({"tokens_per_s": round(result.examples_per_s * kind.tokens_per_example(spec), 1)}
                    if kind.tokens_per_example is not None else {}),
                 "device": str(trainer.device), "world_size": trainer.dist.world_size,
+                **({"time_budget_s": cfg.time_budget_s, "budget_used_s": round(result.budget_used_s, 2)}
+                   if result.budget_used_s is not None else {}),
                 **({"stopped_early": result.status == "early_stopped", "monitor": cfg.monitor,
                     "best_step": result.best_step, "best_metric": result.best_metric}
                    if result.best_step is not None else {})}  # early stopping / keep_best

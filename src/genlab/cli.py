@@ -18,6 +18,7 @@ EXAMPLES = {
   genlab train vae-mnist epochs=5 model.latent_dim=32  # dotted keys set nested settings
   genlab train vae-digits steps=200 --out runs/mine    # steps= instead of epochs=
   genlab train --resume runs/mine epochs=50            # continue a run (after Ctrl-C or a crash)
+  genlab train gpt-shakespeare-char --minutes 5        # the best model in 5 minutes (a deadline, not a step count)
   torchrun --nproc_per_node 2 -m genlab train vae-mnist  # data-parallel on 2 processes
   genlab train gpt-shakespeare-char --out runs/gpt     # a character-level GPT on Tiny Shakespeare
   genlab train gpt-pydoc-bpe data.vocab_size=2048      # a BPE GPT on Python's help texts (no network)
@@ -107,6 +108,10 @@ Run `genlab COMMAND --help` for a command's options and examples.""",
     p.add_argument("overrides", nargs="*", metavar="key=value", help="settings to change, e.g. epochs=5 model.latent_dim=32")
     p.add_argument("--out", "-o", help="run/model directory (default: runs/RECIPE-TIMESTAMP)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument("--minutes", type=float, metavar="M",
+                   help="train for M minutes of wall-clock time (evaluations included): the recipe's settings for that "
+                        "budget (see `genlab recipes`), the learning rate schedule spread over it, the model exported at the "
+                        "deadline; with --resume, the run's new total budget")
 
     p = add("sample", "draw samples from a trained model into an image grid (or texts, for a text model)")
     p.add_argument("model", help="model directory")
@@ -206,11 +211,11 @@ def _cmd_train(args) -> None:
     if args.resume:
         if args.recipe is not None:  # `train --resume DIR epochs=5`: argparse puts epochs=5 in recipe
             overrides.insert(0, args.recipe)
-        run_dir = train(None, overrides, out=args.resume, resume=True)
+        run_dir = train(None, overrides, out=args.resume, resume=True, minutes=args.minutes)
     else:
         if args.recipe is None:
             raise GenlabError("which recipe?", "e.g. `genlab train vae-digits`; `genlab recipes` lists them")
-        run_dir = train(args.recipe, overrides, out=args.out)
+        run_dir = train(args.recipe, overrides, out=args.out, minutes=args.minutes)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     print(f"model directory: {run_dir}")
@@ -358,10 +363,12 @@ def _cmd_info(args) -> None:
 
 
 def _cmd_recipes(args) -> None:
-    from .config import list_recipes
+    from .config import describe_budget_bands, list_recipes, load_recipe
 
     for name, description in list_recipes().items():
         print(f"{name:<22} {description}")
+        for line in describe_budget_bands(load_recipe(name)):
+            print(f"{'':<24}{line}")
 
 
 def _cmd_datasets(args) -> None:
@@ -440,7 +447,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     parser = _parser()
     try:
-        args = parser.parse_args(argv)  # inside: a bounded option's type raises GenlabError
+        args, extra = parser.parse_known_args(argv)  # inside: a bounded option's type raises GenlabError
+        # key=value settings after an option (`genlab train R --minutes 5 lr=0.003`): argparse
+        # leaves them over, as it takes a positional list only in one piece.
+        if extra and hasattr(args, "overrides") and all("=" in a and not a.startswith("-") for a in extra):
+            args.overrides = [*args.overrides, *extra]
+        elif extra:
+            parser.parse_args(argv)  # argparse's own message and exit code for what is really unknown
         if args.command is None:
             parser.print_help()
             return 0

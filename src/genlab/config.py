@@ -8,6 +8,9 @@ A recipe is a YAML file with four sections:
     model: {...}   # fields of the family's config dataclass
     train: {...}   # fields of TrainConfig
     search: {...}  # optional: `genlab tune`'s search space and objective (genlab/tuning; `genlab train` ignores it)
+    budgets:       # optional: settings per time budget, chosen by `genlab train RECIPE --minutes M`
+      2: {data: {...}, model: {...}, train: {...}}   # for budgets up to 2 minutes
+      20: {...}                                      # up to 20 (and beyond: the last band)
 
 Overrides use dotted keys (`model.latent_dim=32`); the common training keys (`epochs`,
 `steps`, `batch_size`, `lr`, `seed`, `device`) may be given bare.
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -39,11 +43,15 @@ class TrainConfig:
 
     epochs: int | None = 10  # train for this many passes over the data ...
     steps: int | None = None  # ... or for this many optimisation steps (wins if set)
-    time_budget_s: float | None = None  # stop (and export the model) once training has run this long
+    # A deadline in seconds of training (evaluations and checkpoints included): the schedule then
+    # follows the fraction of the budget used and the run stops within one step of it. With
+    # steps/epochs unset the run goes until the deadline; with them set, whichever comes first.
+    time_budget_s: float | None = None
     batch_size: int = 128
     lr: float = 1e-3
     lr_schedule: str = "constant"  # constant | cosine (from lr down to min_lr_ratio * lr at the last step)
     warmup_steps: int = 0  # the learning rate rises linearly from 0 over the first steps
+    warmup_fraction: float | None = None  # ... or over this fraction of the run (of the budget, with time_budget_s)
     min_lr_ratio: float = 0.1  # cosine: the final learning rate as a fraction of lr
     weight_decay: float = 0.0
     grad_clip: float | None = None  # max global grad norm; None disables clipping
@@ -82,6 +90,10 @@ class TrainConfig:
         check(self.lr_schedule in LR_SCHEDULES, f"unknown train.lr_schedule {self.lr_schedule!r}",
               f"use one of {', '.join(LR_SCHEDULES)}")
         check(self.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
+        check(self.warmup_fraction is None or 0.0 < self.warmup_fraction < 1.0,
+              f"train.warmup_fraction must be in (0, 1), got {self.warmup_fraction}", "e.g. train.warmup_fraction=0.05")
+        check(not (self.warmup_fraction is not None and self.warmup_steps > 0),
+              "train.warmup_steps and train.warmup_fraction are both set", "keep one of them (warmup_steps=0 to drop it)")
         check(0.0 <= self.min_lr_ratio <= 1.0, f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         check(self.grad_clip is None or self.grad_clip > 0, f"train.grad_clip must be positive (or unset), got {self.grad_clip}")
         check(self.time_budget_s is None or self.time_budget_s > 0, f"train.time_budget_s must be positive, got {self.time_budget_s}")
@@ -234,7 +246,68 @@ def _parse_recipe(text: str, source: str) -> dict:
         if not isinstance(recipe[section], dict):
             raise GenlabError(f"recipe {source}: {section} must be a mapping of settings, got {recipe[section]!r}",
                               f"write it as {section}: {{key: value, ...}} (or an indented block of key: value lines)")
+    _check_budget_bands(recipe.get("budgets"), source)
     return recipe
+
+
+# ----------------------------------------------------------------------------- time budgets
+
+
+def _check_budget_bands(bands, source: str) -> None:
+    if bands is None:
+        return
+    example = "budgets: {2: {model: {n_embd: 128}, train: {lr: 0.002}}, 20: {...}}"
+    if not isinstance(bands, dict) or not bands:
+        raise GenlabError(f"recipe {source}: budgets must map minutes to settings, got {bands!r}", f"write it as {example}")
+    for minutes, band in bands.items():
+        if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or minutes <= 0:
+            raise GenlabError(f"recipe {source}: budget band {minutes!r} is not a positive number of minutes",
+                              f"write it as {example}")
+        if not isinstance(band, dict) or set(band) - {"data", "model", "train"} \
+                or not all(isinstance(v, dict) for v in band.values()):
+            raise GenlabError(f"recipe {source}: budget band {minutes} must hold data/model/train mappings, got {band!r}",
+                              f"write it as {example}")
+
+
+def _bands(recipe: dict) -> dict[float, dict]:
+    """The recipe's budget bands by their length in minutes (a JSON copy has them as strings)."""
+    return {float(minutes): band for minutes, band in (recipe.get("budgets") or {}).items()}
+
+
+def budget_band(recipe: dict, minutes: float) -> float | None:
+    """The recipe's band for a budget of `minutes`: the shortest band at least that long (the
+    longest band beyond them all); None when the recipe declares no bands."""
+    bands = sorted(_bands(recipe))
+    if not bands:
+        return None
+    return next((band for band in bands if band >= minutes), bands[-1])
+
+
+def apply_budget(recipe: dict, minutes: float) -> dict:
+    """A copy of `recipe` set up to train for `minutes` of wall-clock time: its budget band's
+    settings applied, the step and epoch counts lifted (the deadline ends the run) and
+    train.time_budget_s set. Command-line overrides go on top, so steps= there still caps it."""
+    if not (isinstance(minutes, (int, float)) and math.isfinite(minutes) and minutes > 0):
+        raise GenlabError(f"--minutes must be a positive number, got {minutes!r}", "e.g. --minutes 5")
+    band = budget_band(recipe, minutes)
+    band_settings = _bands(recipe)[band] if band is not None else {}
+    recipe = json.loads(json.dumps(recipe))
+    for section, settings in json.loads(json.dumps(band_settings)).items():
+        recipe[section].update(settings)
+    recipe["train"].update(steps=None, epochs=None, time_budget_s=round(minutes * 60.0, 3))
+    recipe["budget_band"] = band
+    return recipe
+
+
+def describe_budget_bands(recipe: dict) -> list[str]:
+    """One line per band for `genlab recipes`: its upper end and its settings."""
+    by_length = _bands(recipe)
+    lines, bands = [], sorted(by_length)
+    for band in bands:
+        settings = "  ".join(f"{section}.{key}={value}" for section, values in by_length[band].items()
+                             for key, value in values.items())
+        lines.append(f"--minutes <= {band:g}{' (and longer)' if band == bands[-1] else ''}: {settings}")
+    return lines
 
 
 # What yaml.safe_load raises besides YAMLError: ValueError, KeyError, IndexError, AttributeError for

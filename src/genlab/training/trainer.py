@@ -11,6 +11,14 @@ global torch RNG (the model's noise) and a separate data generator (e.g. dynamic
 binarisation) are re-seeded from (seed, step, rank). So resuming from the checkpoint at
 step k replays steps k, k+1, ... exactly as the uninterrupted run did, bit for bit on CPU,
 without having to capture RNG states. Callback state (early stopping) is in the checkpoint too.
+
+Time budgets. With train.time_budget_s the run is planned in seconds rather than steps: the
+schedule's progress is the fraction of the budget used by the end of the coming step (wall
+time since the start, evaluations and checkpoints included, plus the measured length of a
+step and of the final evaluation), so the learning rate reaches its floor on the last step
+and the run stops within one step of the deadline. The budget used is recorded in every
+checkpoint: a resumed run continues from it, the steps already taken are exact, and the
+rest follows the clock (so, unlike a step-counted run, it does not replay bit for bit).
 """
 
 from __future__ import annotations
@@ -63,6 +71,7 @@ class TrainResult:
     status: str
     val_metrics: dict = field(default_factory=dict)  # the last evaluation's; with keep_best, the best one's
     wall_time_s: float = 0.0
+    budget_used_s: float | None = None  # with time_budget_s: seconds of the budget used, earlier sessions included
     train_time_s: float = 0.0  # time inside training steps only (no eval, no checkpoints)
     examples_per_s: float = 0.0  # training throughput over all ranks
     best_step: int | None = None  # with early stopping / keep_best: the step of the best evaluation
@@ -70,8 +79,9 @@ class TrainResult:
 
 
 class Trainer:
-    def __init__(self, model, data, cfg: TrainConfig, run_dir: str | Path, *, log=None, callbacks=()):
+    def __init__(self, model, data, cfg: TrainConfig, run_dir: str | Path, *, log=None, callbacks=(), clock=time.perf_counter):
         self.cfg = cfg
+        self.clock = clock  # seconds; tests pass a fake one to drive a time budget deterministically
         self.data = data
         self.run_dir = Path(run_dir)
         self.device = resolve_device(cfg.device)
@@ -88,12 +98,21 @@ class Trainer:
                 group.setdefault("initial_lr", group["lr"])
         self.ema = EMA(model, model.ema_parameter_names(), cfg.ema_decay) if cfg.ema_decay else None
         self.steps_per_epoch = self._steps_per_epoch()
-        self.total_steps = self._total_steps()
-        cadence = max(self.steps_per_epoch, math.ceil(self.total_steps / EVALUATIONS_PER_RUN))
+        self.total_steps = self._total_steps()  # None: a time budget alone ends the run
+        # Without a step count the default cadence is in progress: every 1/EVALUATIONS_PER_RUN of the budget.
+        cadence = (max(self.steps_per_epoch, math.ceil(self.total_steps / EVALUATIONS_PER_RUN))
+                   if self.total_steps is not None and cfg.time_budget_s is None else None)
         self.eval_every = cfg.eval_every or cadence
         self.samples_every = cfg.samples_every or cadence
+        # The budget clock (see the module docstring): seconds used in earlier sessions, the
+        # measured length of a step and of the final evaluation, and the progress of the last step.
+        self._budget_used_before = 0.0
+        self._step_seconds = 0.0
+        self._final_reserve_s = 0.0
+        self.progress = 0.0
         self.callbacks: list[Callback] = [*self._default_callbacks(), *callbacks]
         self.step = 0
+        self._epoch_order: tuple[int, torch.Tensor | None] = (-1, None)  # (epoch, this rank's share of its order)
         self.early_stopped = False
         self._stop_requested = False
 
@@ -109,10 +128,12 @@ class Trainer:
             )
         return steps
 
-    def _total_steps(self) -> int:
+    def _total_steps(self) -> int | None:
         cfg = self.cfg
         if cfg.steps is None and cfg.epochs is None:
-            raise GenlabError("set either epochs= or steps=")
+            if cfg.time_budget_s is not None:
+                return None
+            raise GenlabError("set either epochs= or steps= (or a time budget: train.time_budget_s=SECONDS)")
         total = cfg.steps if cfg.steps is not None else cfg.epochs * self.steps_per_epoch
         if total <= 0:
             raise GenlabError(f"nothing to train: {total} steps", "use epochs>=1 or steps>=1")
@@ -139,31 +160,45 @@ class Trainer:
 
     def _train_indices(self, step: int) -> torch.Tensor:
         epoch, i = divmod(step, self.steps_per_epoch)
-        order = torch.Generator().manual_seed(derived_seed(self.cfg.seed, _STREAM_ORDER, epoch))
-        perm = torch.randperm(self.data.num_examples("train"), generator=order)
-        shard = perm[self.dist.rank :: self.dist.world_size]
+        if self._epoch_order[0] != epoch:
+            # Once per epoch: a text corpus has about a million windows, and drawing their
+            # permutation at every step would cost a small model a quarter of its step time.
+            order = torch.Generator().manual_seed(derived_seed(self.cfg.seed, _STREAM_ORDER, epoch))
+            perm = torch.randperm(self.data.num_examples("train"), generator=order)
+            self._epoch_order = (epoch, perm[self.dist.rank :: self.dist.world_size])
         b = self.cfg.batch_size
-        return shard[i * b : (i + 1) * b]
+        return self._epoch_order[1][i * b : (i + 1) * b]
 
-    def learning_rate_factor(self, step: int) -> float:
+    def learning_rate_factor(self, step: int, progress: float | None = None) -> float:
         """The schedule at `step`, as a fraction of each optimizer group's base learning rate.
 
-        A function of the step alone, so a resumed run continues the same schedule. Cosine
-        decays over the run's total steps: extending a run (steps= on resume) stretches
-        what is left of it.
+        progress in [0, 1] is how far through the run the step is: step / total steps when
+        counting steps (the default), the fraction of the time budget used by the end of the
+        step with one. The closed form: warm-up x decay, where warm-up is
+        min(1, (step + 1) / warmup_steps) or min(1, progress / warmup_fraction), and the cosine
+        decays from 1 to min_lr_ratio as progress goes from the end of warm-up to 1. Counting
+        steps it is a function of the step alone, so a resumed run continues the same schedule;
+        extending a run (steps= on resume) stretches what is left of it.
         """
         cfg = self.cfg
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
+        if progress is None:
+            progress = min(1.0, step / self.total_steps) if self.total_steps else 0.0
+        warm, decay_from = 1.0, 0.0
+        if cfg.warmup_fraction is not None:
+            warm, decay_from = min(1.0, progress / cfg.warmup_fraction), cfg.warmup_fraction
+        elif cfg.warmup_steps:
+            warm = min(1.0, (step + 1) / cfg.warmup_steps)
+            if self.total_steps and cfg.time_budget_s is None:
+                decay_from = min(1.0, cfg.warmup_steps / self.total_steps)
         if cfg.lr_schedule == "constant":
-            return 1.0
-        progress = min(1.0, (step - cfg.warmup_steps) / max(1, self.total_steps - cfg.warmup_steps))
-        return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+            return warm
+        q = min(1.0, max(0.0, (progress - decay_from) / max(1e-12, 1.0 - decay_from)))
+        return warm * (cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * q)))
 
-    def _set_learning_rates(self, step: int) -> None:
-        if self.cfg.lr_schedule == "constant" and self.cfg.warmup_steps == 0:
+    def _set_learning_rates(self, step: int, progress: float | None = None) -> None:
+        if self.cfg.lr_schedule == "constant" and self.cfg.warmup_steps == 0 and self.cfg.warmup_fraction is None:
             return  # leave the optimizers exactly as the family configured them
-        factor = self.learning_rate_factor(step)
+        factor = self.learning_rate_factor(step, progress)
         for managed in self.optimizers.values():
             for group in managed.optimizer.param_groups:
                 group["lr"] = group["initial_lr"] * factor
@@ -212,7 +247,10 @@ class Trainer:
             )
         states = {type(cb).__name__: state for cb in self.callbacks if (state := cb.state_dict()) is not None}
         meta = {"step": self.step, "world_size": self.dist.world_size, "seed": self.cfg.seed,
-                "early_stopped": self.early_stopped, "callbacks": states}
+                "early_stopped": self.early_stopped, "callbacks": states,
+                # the budget clock, so that a resumed budget run plans its next step as the first run would have
+                "budget_used_s": self.budget_used(), "budget_step_s": self._step_seconds,
+                "budget_reserve_s": self._final_reserve_s}
         optimizers = {n: m.optimizer for n, m in self.optimizers.items()}
         save_checkpoint(self.checkpoint_path, self.model, optimizers, self.ema.state_dict() if self.ema else None, meta)
 
@@ -231,6 +269,9 @@ class Trainer:
             )
         self.step = int(meta["step"])
         self.early_stopped = bool(meta.get("early_stopped", False))
+        self._budget_used_before = float(meta.get("budget_used_s") or 0.0)
+        self._step_seconds = float(meta.get("budget_step_s") or 0.0)
+        self._final_reserve_s = float(meta.get("budget_reserve_s") or 0.0)
         states = meta.get("callbacks", {})
         for cb in self.callbacks:  # a callback new to this run (none saved) starts fresh
             if type(cb).__name__ in states:
@@ -286,12 +327,16 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def fit(self, resume: bool = False) -> TrainResult:
+        self._start = self.clock()
         if resume:
             self.load_checkpoint()
             if self.early_stopped:
                 self.log(f"the run stopped early at step {self.step}; nothing left to do")
-            elif self.step >= self.total_steps:
+            elif self._steps_done():
                 self.log(f"checkpoint is at step {self.step}; nothing left to do (raise epochs= or steps= to train longer)")
+            elif self.cfg.time_budget_s is not None and self._budget_used_before >= self.cfg.time_budget_s:
+                self.log(f"the checkpoint used {self._budget_used_before:.0f} s of the {self.cfg.time_budget_s:.0f} s budget; "
+                         "nothing left to do (raise train.time_budget_s to train longer)")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.model.train()  # a model may come in eval mode (evaluation_weights restores the mode it found)
         # Statistics a family takes from the whole training split (EASE's Gram matrix,
@@ -299,11 +344,11 @@ class Trainer:
         self.model.initialize_from_data(self.data, resumed=resume)
         for cb in self.callbacks:
             cb.on_fit_start(self)
-        start = time.perf_counter()
+        start = self._start = self.clock()
         self._train_time, self._steps_run, self._last_val_metrics = 0.0, 0, {}
         with self._stop_on_signals(), self._progress_bar() as bar:
             try:
-                status = self._loop(bar, start)
+                status = self._loop(bar)
             except KeyboardInterrupt:
                 # A second Ctrl-C may land mid-step: the weights in memory are then half-updated,
                 # so keep the last checkpoint rather than saving them.
@@ -312,42 +357,93 @@ class Trainer:
             self.save_checkpoint()
         self._check_ranks_in_sync()
         result = TrainResult(steps=self.step, status=status, val_metrics=self._last_val_metrics,
-                             wall_time_s=time.perf_counter() - start, train_time_s=self._train_time,
+                             wall_time_s=self.clock() - start, train_time_s=self._train_time,
+                             budget_used_s=self.budget_used() if self.cfg.time_budget_s is not None else None,
                              examples_per_s=self._steps_run * self._examples_per_step / max(self._train_time, 1e-9))
         for cb in self.callbacks:
             cb.on_fit_end(self, result)
         return result
 
-    def _loop(self, bar, start: float) -> str:
-        """Train until the end, a stop request or a callback's stop; returns the status."""
-        while self.step < self.total_steps and not self.early_stopped:
+    def _steps_done(self) -> bool:
+        return self.total_steps is not None and self.step >= self.total_steps
+
+    def _loop(self, bar) -> str:
+        """Train until the end, the deadline, a stop request or a callback's stop; returns the status."""
+        budget = self.cfg.time_budget_s
+        while not self._steps_done() and not self.early_stopped:
             if self._stop_agreed():
                 return "interrupted"
-            logs = self._train_step()
+            before, last_by_time = self.progress, False
+            if budget is not None:
+                # Plan this step: the progress it will end at, and whether another one would still fit.
+                used, step_s, reserve_s = self._budget_clock()
+                if used >= budget:  # an evaluation overran the plan (or a resumed run has no time left)
+                    if self._steps_run > 0:
+                        self.log(f"time budget of {budget:.0f} s used up at step {self.step}")
+                        self._after_step(logs, before, last=True)
+                    break
+                last_by_time = used + 2 * step_s + reserve_s > budget
+                # The last step runs at the floor of the schedule.
+                self.progress = 1.0 if last_by_time else min(
+                    1.0, max(self._step_progress(self.step + 1), (used + step_s + reserve_s) / budget))
+            else:
+                self.progress = self._step_progress(self.step + 1)
+            logs = self._train_step(self.progress if budget is not None else None)
             self._show_progress(bar, logs)
             for cb in self.callbacks:
                 cb.on_train_step(self, logs)
-            out_of_time = self._over_time_budget(start)
-            if out_of_time:
-                self.log(f"time budget of {self.cfg.time_budget_s:.0f} s reached at step {self.step}; finishing")
-            last = self.step == self.total_steps or out_of_time
-            if self.step % self.eval_every == 0 or last:
-                self._evaluate_and_report(logs)  # may set early_stopped
-            if self.step % self.samples_every == 0 or last or self.early_stopped:
-                self.write_previews()
-            if self.step % self.cfg.checkpoint_every == 0 or self.step % self.steps_per_epoch == 0 or last or self.early_stopped:
-                self.save_checkpoint()
-            if out_of_time:
+            if last_by_time:
+                self.log(f"time budget of {budget:.0f} s: stopping at step {self.step} with "
+                         f"{self.budget_used():.1f} s used (learning rate at its floor)")
+            self._after_step(logs, before, last=self._steps_done() or last_by_time)
+            if last_by_time:
                 break
         return "early_stopped" if self.early_stopped else "finished"
 
-    def _train_step(self) -> dict[str, float]:
-        t0 = time.perf_counter()
+    def _after_step(self, logs: dict, progress_before: float, last: bool) -> None:
+        """The periodic side work after a step: evaluation, previews, checkpoint (all of them after the last)."""
+        side_work_start = self.clock()
+        evaluated = self._due(self.eval_every, progress_before) or last
+        if evaluated:
+            self._evaluate_and_report(logs)  # may set early_stopped
+        if self._due(self.samples_every, progress_before) or last or self.early_stopped:
+            self.write_previews()
+        if self.step % self.cfg.checkpoint_every == 0 or self.step % self.steps_per_epoch == 0 or last or self.early_stopped:
+            self.save_checkpoint()
+        if evaluated:  # what the final evaluation, previews and checkpoint may cost: kept free at the end
+            self._final_reserve_s = max(self._final_reserve_s, self.clock() - side_work_start)
+
+    def _step_progress(self, step: int) -> float:
+        return min(1.0, step / self.total_steps) if self.total_steps else 0.0
+
+    def _due(self, every: int | None, progress_before: float) -> bool:
+        """Whether a periodic job (evaluation, previews) is due after this step: every `every`
+        steps, or without a step count every 1/EVALUATIONS_PER_RUN of the budget's progress."""
+        if every is not None:
+            return self.step % every == 0
+        return math.floor(self.progress * EVALUATIONS_PER_RUN) > math.floor(progress_before * EVALUATIONS_PER_RUN)
+
+    def budget_used(self) -> float:
+        """Seconds of the time budget used so far, earlier sessions of a resumed run included."""
+        return self._budget_used_before + (self.clock() - self._start if hasattr(self, "_start") else 0.0)
+
+    def _budget_clock(self) -> tuple[float, float, float]:
+        """(budget used, seconds per step, final evaluation's reserve), the same on every rank:
+        each rank's clock differs a little, and the ranks must agree on the learning rate and the last step."""
+        values = torch.tensor([self.budget_used(), self._step_seconds, self._final_reserve_s],
+                              dtype=torch.float64, device=self.device)
+        if self.dist.enabled:
+            values = all_reduce_sum_(values, self.dist) / self.dist.world_size
+        used, step_s, reserve_s = values.tolist()
+        return used, step_s, reserve_s
+
+    def _train_step(self, progress: float | None = None) -> dict[str, float]:
+        t0 = self.clock()
         cfg = self.cfg
         torch.manual_seed(derived_seed(cfg.seed, _STREAM_MODEL, self.step, self.dist.rank))
         data_gen = torch.Generator().manual_seed(derived_seed(cfg.seed, _STREAM_DATA, self.step, self.dist.rank))
         batch = self._to_device(self.data.batch("train", self._train_indices(self.step), data_gen))
-        self._set_learning_rates(self.step)
+        self._set_learning_rates(self.step, progress)
         try:
             with self._autocast():
                 logs = self.model.training_step(batch, self.step, self.optimizers)
@@ -359,7 +455,11 @@ class Trainer:
             self.ema.update(self.step - self.model.sampling_starts_at())
         self.step += 1
         self._steps_run += 1
-        self._train_time += time.perf_counter() - t0
+        seconds = self.clock() - t0
+        self._train_time += seconds
+        # A running mean of the last steps' length (the first step, slowed by warm-up of the
+        # kernels and allocator, is soon forgotten): what the budget plans the next step with.
+        self._step_seconds = seconds if self._steps_run == 1 else 0.8 * self._step_seconds + 0.2 * seconds
         return logs
 
     @property
@@ -370,7 +470,10 @@ class Trainer:
         bar.update(1)
         if self.dist.is_main and (self._steps_run % 10 == 0 or self.step == self.total_steps):
             rate = self._steps_run * self._examples_per_step / max(self._train_time, 1e-9)
-            bar.set_postfix({**{k: f"{v:.4g}" for k, v in logs.items() if k == "loss"}, "ex/s": f"{rate:.0f}"}, refresh=False)
+            left = ({"left": f"{max(0.0, self.cfg.time_budget_s - self.budget_used()):.0f}s"}
+                    if self.cfg.time_budget_s is not None else {})
+            bar.set_postfix({**{k: f"{v:.4g}" for k, v in logs.items() if k == "loss"}, "ex/s": f"{rate:.0f}", **left},
+                            refresh=False)
 
     def _evaluate_and_report(self, logs: dict) -> None:
         """Validate, write one log line and one history.jsonl line, and let callbacks see it."""
@@ -379,19 +482,14 @@ class Trainer:
             epoch = self.step / self.steps_per_epoch
             train_part = "  ".join(f"{k} {v:.4g}" for k, v in logs.items())
             val_part = "  ".join(f"{k} {v:.4g}" for k, v in val_metrics.items())
-            self.log(f"step {self.step}/{self.total_steps} (epoch {epoch:.2f})  train: {train_part}  |  val: {val_part}")
+            of = f"/{self.total_steps}" if self.total_steps is not None else f" ({self.budget_used():.0f} s)"
+            self.log(f"step {self.step}{of} (epoch {epoch:.2f})  train: {train_part}  |  val: {val_part}")
             with open(self.run_dir / "history.jsonl", "a") as f:
                 f.write(json.dumps({"step": self.step, "epoch": epoch, "train": logs, "val": val_metrics}) + "\n")
         # Every callback sees every evaluation (no short-circuit); the metrics, hence the
         # decision, are the same on every rank.
         stops = [cb.on_evaluation(self, val_metrics) for cb in self.callbacks]
         self.early_stopped = any(stops)
-
-    def _over_time_budget(self, start: float) -> bool:
-        if self.cfg.time_budget_s is None:
-            return False
-        over = torch.tensor([1.0 if time.perf_counter() - start > self.cfg.time_budget_s else 0.0], device=self.device)
-        return all_reduce_sum_(over, self.dist).item() > 0  # any rank over budget stops them all
 
     @contextlib.contextmanager
     def _stop_on_signals(self):

@@ -43,10 +43,10 @@ class TrialPruning(Callback):
             raise DivergenceError(f"validation {self.metric} is {value} at step {trainer.step}",
                                   "the range reaches settings that diverge: narrow it (e.g. a lower lr)")
         self.trial.report(value, trainer.step)
-        if trainer.step < trainer.total_steps and self.trial.should_prune():
+        if trainer.progress < 1.0 and self.trial.should_prune():  # never prune a finished run
             self.trial.set_user_attr("outcome", "pruned")
             self.trial.set_user_attr("steps", trainer.step)
-            raise optuna.TrialPruned(f"pruned at step {trainer.step} of {trainer.total_steps} ({self.metric} {value:.4g})")
+            raise optuna.TrialPruned(f"pruned at step {trainer.step}, {trainer.progress:.0%} of the run ({self.metric} {value:.4g})")
         return False
 
 

@@ -1,0 +1,95 @@
+"""Sweep: which settings train the best model in a given number of minutes (a recipe's budget bands).
+
+For one recipe and one or more budgets, trains every candidate (a named list of overrides) with
+`genlab train RECIPE --minutes M` — the budget-aware schedule, no step count — one after the
+other on this machine, and records each one's validation and test metrics. The bands a recipe
+declares (`budgets:` in its YAML, shown by `genlab recipes`) are the winners of these sweeps.
+
+    GENLAB_DATA_DIR=../shared/data python bench/budget_bands.py gpt-shakespeare-char --minutes 1.25 \\
+        --candidate "nano: data.block_size=64 model.n_embd=128 batch_size=12 lr=0.001" \\
+        --candidate "wide: data.block_size=64 model.n_embd=128 batch_size=32 lr=0.002"
+
+Each candidate's overrides go on top of the recipe's band for that budget, so a candidate names
+only what it changes (write the band's settings out in full to compare against a band).
+`--objective` picks the metric that ranks them (default val.loss, lower is better; `last10`:
+for Tiny Shakespeare recipes, nats per character on the last 10% of the text, nanoGPT's
+validation split, scored as bench/race_nanogpt.py does). Results accumulate in
+bench/results/budget_bands-RECIPE.json (one entry per budget and candidate, newest wins).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("GENLAB_DATA_DIR", str(REPO.parent / "shared" / "data"))
+
+import genlab  # noqa: E402
+from common import RESULTS, fresh_run_dir, machine, nanogpt_val_text, nats_per_token, write_result  # noqa: E402
+
+
+def last_10_percent_loss(run_dir: Path) -> float:
+    """Nats per character on the last 10% of the training corpus, every character once (common.nats_per_token)."""
+    from genlab.data import data_root
+    from genlab.data.text import load_corpus
+
+    model = genlab.load(run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    ids = model.tokenizer.encode(nanogpt_val_text(load_corpus(config["data"]["name"], data_root())))
+    loss, _ = nats_per_token(lambda x: model.token_log_likelihoods(x.to(model.device)), ids, model.config.block_size)
+    return loss
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("recipe")
+    parser.add_argument("--minutes", type=float, action="append", required=True, help="a budget (repeatable)")
+    parser.add_argument("--candidate", action="append", required=True, metavar="'NAME: key=value ...'",
+                        help="a named set of overrides (repeatable); 'NAME:' alone runs the band as it is")
+    parser.add_argument("--objective", default="val.loss", help="val.KEY | test.KEY | last10 (default val.loss)")
+    parser.add_argument("--out", default=str(REPO / "runs" / "budget-bands"))
+    args = parser.parse_args()
+
+    results_path = RESULTS / f"budget_bands-{args.recipe}.json"
+    record = json.loads(results_path.read_text()) if results_path.is_file() else {"recipe": args.recipe, "runs": {}}
+    rows = []
+    for minutes in args.minutes:
+        for candidate in args.candidate:
+            name, _, settings = candidate.partition(":")
+            overrides = shlex.split(settings)
+            out = fresh_run_dir(Path(args.out) / f"{args.recipe}-{minutes:g}min-{name.strip()}")
+            started = time.perf_counter()
+            genlab.train(args.recipe, [*overrides, "train.progress=false"], out=out, minutes=minutes)
+            wall = time.perf_counter() - started
+            metrics = json.loads((out / "metrics.json").read_text())
+            entry = {"minutes": minutes, "candidate": name.strip(), "overrides": overrides,
+                     "band": json.loads((out / "config.json").read_text()).get("budget_band"),
+                     "val": metrics["val"], "test": metrics["test"], "steps": metrics["training"]["steps"],
+                     "examples_per_s": metrics["training"]["examples_per_s"], "process_wall_s": round(wall, 1)}
+            if args.objective == "last10":
+                entry["last10"] = round(last_10_percent_loss(out), 4)
+                score = entry["last10"]
+            else:
+                section, _, key = args.objective.partition(".")
+                score = entry[section][key]
+            entry["objective"], entry["score"] = args.objective, score
+            record["runs"][f"{minutes:g}min/{name.strip()}"] = entry
+            record.update(machine=machine("cpu"), date=time.strftime("%Y-%m-%d %H:%M:%S"), genlab_version=genlab.__version__)
+            write_result(record, results_path)  # after every run: a long sweep keeps what it measured
+            rows.append((f"{minutes:g}", name.strip(), entry["steps"], score))
+            print(f"{minutes:g} min  {name.strip():<16} steps {entry['steps']:>6}  {args.objective} {score:.4f}", flush=True)
+
+    print(f"\n{'minutes':>8}  {'candidate':<16}{'steps':>8}  {args.objective}")
+    for minutes, name, steps, score in rows:
+        print(f"{minutes:>8}  {name:<16}{steps:>8}  {score:.4f}")
+    print(f"wrote {results_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
