@@ -345,3 +345,270 @@ def test_eval_mode_restores_the_training_flag_also_on_errors():
     with eval_mode(net):
         pass
     assert not net.training
+
+
+# ----------------------------------------------------------------------------- IWAE training, VampPrior, KL warm-up
+
+
+class RecordLoss:
+    """An optimizer stand-in that keeps the loss it is given and updates nothing."""
+
+    def __init__(self):
+        self.losses = []
+
+    def step(self, loss: torch.Tensor) -> None:
+        self.losses.append(loss.detach())
+
+
+def small_vae(**settings) -> VAE:
+    torch.manual_seed(0)
+    return VAE(VAEConfig(**{"input_shape": (1, 8, 8), "hidden": (32,), "latent_dim": 3, "iwae_k": 0, **settings}))
+
+
+def brute_force_mixture(z: torch.Tensor, means: torch.Tensor, logvars: torch.Tensor) -> torch.Tensor:
+    """log (1/K) sum_k N(z; means_k, exp(logvars_k)), one component at a time, in float64."""
+    per_component = [
+        torch.distributions.Normal(m.double(), torch.exp(0.5 * lv.double())).log_prob(z.double()).sum(-1)
+        for m, lv in zip(means, logvars)
+    ]
+    return torch.logsumexp(torch.stack(per_component), dim=0) - math.log(len(means))
+
+
+def test_train_k_1_trains_on_exactly_the_elbo_loss():
+    model = small_vae(beta=2.0)
+    x = binary_images(16, (1, 8, 8), seed=0)
+    optimizer = RecordLoss()
+    torch.manual_seed(3)
+    stats = model.training_step({"x": x, "y": torch.zeros(16, dtype=torch.long)}, 0, {"main": optimizer})
+    # The loss as the VAE computed it before train_k existed: one draw, the analytic KL, beta on the KL.
+    torch.manual_seed(3)
+    mu, logvar = model.encode(x)
+    z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape)
+    recon = model.reconstruction_log_likelihood(x, model.decode_logits(z))
+    kl = gaussian_kl_standard_normal(mu.float(), logvar.float())
+    expected = -(recon - 2.0 * kl).mean()
+    assert torch.equal(optimizer.losses[0], expected.detach())
+    assert stats["loss"] == expected.item() and stats["kl"] == kl.mean().item()
+
+
+@pytest.mark.parametrize("prior", ["standard", "vampprior"])
+def test_iwae_training_bound_is_the_estimator_with_gradients(prior):
+    model = small_vae(prior=prior, vamp_components=6)
+    x = binary_images(5, (1, 8, 8), seed=1)
+    bound = model.iwae_bound(x, k=7, generator=torch.Generator().manual_seed(5))
+    for chunk_size in (3, None):  # the same draws, however the estimator chunks them
+        estimate = model.iwae_log_likelihood(x, k=7, chunk_size=chunk_size, generator=torch.Generator().manual_seed(5))
+        torch.testing.assert_close(bound["iwae"], estimate, atol=1e-5, rtol=0)
+    torch.testing.assert_close(bound["elbo"], bound["recon"] - bound["kl"])
+
+    bound["iwae"].sum().backward()  # a loss: gradients reach every network (and the pseudo-inputs)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+    # On average over draws the bound is above the ELBO (Burda et al.: IWAE_k >= IWAE_1 = ELBO in
+    # expectation), visibly so when q is too wide.
+    repeated = x.repeat(200, 1, 1, 1)
+    with torch.no_grad():
+        model.encoder.net[-1].bias[3:] += 2.0  # logvar + 2
+        iwae = model.iwae_bound(repeated, k=8, generator=torch.Generator().manual_seed(0))["iwae"]
+        elbo = model.elbo(repeated, generator=torch.Generator().manual_seed(1))["elbo"]
+    assert iwae.mean() > elbo.mean() + 1.0
+
+
+def test_iwae_bound_with_one_sample_is_the_elbo_and_tempers_only_the_prior_term():
+    model = small_vae(prior="vampprior", vamp_components=4)
+    x = binary_images(6, (1, 8, 8), seed=2)
+    elbo = model.elbo(x, generator=torch.Generator().manual_seed(7))
+    for weight in (1.0, 0.3, 0.0):
+        bound = model.iwae_bound(x, k=1, generator=torch.Generator().manual_seed(7), kl_weight=weight)
+        torch.testing.assert_close(bound["iwae"], elbo["recon"] - weight * elbo["kl"], atol=1e-5, rtol=0)
+        torch.testing.assert_close(bound["kl"], elbo["kl"])
+
+
+def test_iwae_training_step_logs_the_first_samples_elbo():
+    model = small_vae(train_k=4)
+    x = binary_images(8, (1, 8, 8), seed=3)
+    optimizer = RecordLoss()
+    stats = model.training_step({"x": x, "y": torch.zeros(8, dtype=torch.long)}, 0, {"main": optimizer})
+    assert set(stats) == {"loss", "elbo", "kl", "recon"}
+    assert stats["elbo"] == pytest.approx(stats["recon"] - stats["kl"], rel=1e-5)
+    assert stats["loss"] == optimizer.losses[0].item() and stats["loss"] < -stats["elbo"]
+    # Under N(0, I) the logged KL is the analytic one, as with train_k = 1.
+    assert stats["kl"] == pytest.approx(gaussian_kl_standard_normal(*model.encode(x)).mean().item(), rel=1e-6)
+
+
+def test_gaussian_mixture_log_density_matches_a_loop_over_components():
+    from genlab.models.vae import log_gaussian_mixture
+
+    g = torch.Generator().manual_seed(0)
+    K, D = 50, 8
+    means = 1.5 * torch.randn(K, D, generator=g)
+    # Narrow components (sd 0.05) far from the origin: the expanded square cancels badly in float32.
+    logvars = math.log(0.05**2) + 0.3 * torch.randn(K, D, generator=g)
+    near = means[torch.randint(K, (300,), generator=g)] + 0.05 * torch.randn(300, D, generator=g)
+    z = torch.cat([near, torch.randn(100, D, generator=g)]).view(20, 20, D)  # extra leading dims
+    fast = log_gaussian_mixture(z, means, logvars)
+    assert fast.shape == (20, 20) and fast.dtype == torch.float32
+    torch.testing.assert_close(fast.double(), brute_force_mixture(z, means, logvars), atol=1e-4, rtol=1e-6)
+
+
+def test_vampprior_log_prior_is_the_mixture_of_the_pseudo_inputs_posteriors():
+    model = small_vae(prior="vampprior", vamp_components=7)
+    with torch.no_grad():  # spread the pseudo-inputs so the components differ
+        model.pseudo_input_values.uniform_(-0.5, 1.5, generator=torch.Generator().manual_seed(0))
+    u = model.pseudo_inputs()
+    assert u.shape == (7, 1, 8, 8) and u.min() == 0.0 and u.max() == 1.0  # hardtanh into the data range
+    means, logvars = model.encode(u)
+    z = torch.randn(4, 6, 3, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(model.log_prior(z).double(), brute_force_mixture(z, means, logvars), atol=1e-5, rtol=0)
+    # The standard prior is still N(0, I).
+    standard = small_vae()
+    torch.testing.assert_close(standard.log_prior(z), torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1))
+
+
+def test_vampprior_kl_estimate_averages_to_the_closed_form_with_one_component():
+    # With K = 1 the prior is the single Gaussian q(z | u_1), so KL(q(z | x) || p(z)) has a closed
+    # form that the ELBO's one-sample estimate log q(z | x) - log p(z) must average to.
+    model = small_vae(prior="vampprior", vamp_components=1)
+    x = binary_images(4, (1, 8, 8), seed=4)
+    with torch.no_grad():
+        model.pseudo_input_values.fill_(1.0)  # a white image, unlike the data
+        model.encoder.net[0].weight *= 3.0
+        mu, logvar = model.encode(x)
+        prior_mu, prior_logvar = model.prior_components()
+        closed_form = torch.distributions.kl_divergence(
+            torch.distributions.Normal(mu.double(), torch.exp(0.5 * logvar.double())),
+            torch.distributions.Normal(prior_mu.double(), torch.exp(0.5 * prior_logvar.double())),
+        ).sum(-1)
+        draws = 20_000
+        kl = model.elbo(x.repeat(draws, 1, 1, 1), generator=torch.Generator().manual_seed(0))["kl"]
+    assert closed_form.min() > 0.05  # the posteriors differ from the prior: not a trivial zero
+    estimate = kl.view(draws, 4).double().mean(0)
+    standard_error = kl.view(draws, 4).double().std(0) / math.sqrt(draws)
+    assert ((estimate - closed_form).abs() < 4 * standard_error + 1e-3).all()
+
+
+def test_vampprior_samples_come_from_the_mixture_and_are_reproducible():
+    model = small_vae(prior="vampprior", vamp_components=3)
+    with torch.no_grad():
+        model.pseudo_input_values.uniform_(0.0, 1.0, generator=torch.Generator().manual_seed(0))
+        model.encoder.net[-1].bias[:3] += torch.tensor([4.0, -4.0, 2.0])  # components away from N(0, I)
+    fed_to_decoder = []
+    model.decoder.register_forward_pre_hook(lambda module, args: fed_to_decoder.append(args[0]))
+
+    images = model.sample(4000, generator=torch.Generator().manual_seed(1))
+    assert images.shape == (4000, 1, 8, 8) and 0.0 <= images.min() and images.max() <= 1.0
+    z = fed_to_decoder[-1]
+    means, logvars = model.prior_components()
+    mixture_mean = means.mean(0)
+    mixture_var = (logvars.exp() + means.pow(2)).mean(0) - mixture_mean.pow(2)
+    torch.testing.assert_close(z.mean(0), mixture_mean, atol=0.06, rtol=0)
+    torch.testing.assert_close(z.var(0), mixture_var, atol=0.1, rtol=0.1)
+
+    again = model.sample(5, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(again, model.sample(5, generator=torch.Generator().manual_seed(2)))
+    assert not torch.equal(again, model.sample(5, generator=torch.Generator().manual_seed(3)))
+
+
+def test_vampprior_model_round_trips_through_the_artifact(tmp_path):
+    from genlab.artifact import load, save, write_config
+
+    model = small_vae(prior="vampprior", vamp_components=5, train_k=3, kl_warmup_steps=10, gated=True)
+    write_config(tmp_path, {"family": "vae", "model": to_dict(model.config), "data": {"name": "digits"}, "train": {}})
+    save(model, tmp_path)
+    loaded = load(tmp_path)
+    assert loaded.config == model.config
+    assert torch.equal(loaded.pseudo_inputs(), model.pseudo_inputs())
+    assert torch.equal(loaded.sample(6, generator=torch.Generator().manual_seed(0)),
+                       model.eval().sample(6, generator=torch.Generator().manual_seed(0)))  # fmt: skip
+    x = binary_images(3, (1, 8, 8), seed=5)
+    torch.testing.assert_close(
+        loaded.log_likelihood(x, k=20, generator=torch.Generator().manual_seed(1)),
+        model.log_likelihood(x, k=20, generator=torch.Generator().manual_seed(1)),
+    )
+
+
+def test_default_settings_keep_old_artifacts_loadable():
+    old_keys = {"input_shape", "num_classes", "data_range", "architecture", "hidden", "latent_dim", "likelihood",
+                "gaussian_scale", "gaussian_sigma", "beta", "conditional", "iwae_k"}  # fmt: skip
+    old_config = {key: value for key, value in to_dict(VAEConfig()).items() if key in old_keys}
+    config = from_dict(VAEConfig, old_config, "model")
+    assert (config.train_k, config.prior, config.kl_warmup_steps, config.gated) == (1, "standard", 0, False)
+    # The same weights as before: no pseudo-inputs, plain linear layers.
+    assert set(VAE(config).state_dict()) == {
+        f"{net}.net.{i}.{p}" for net in ("encoder", "decoder") for i in (0, 2, 4) for p in ("weight", "bias")
+    }
+
+
+def test_iwae_chunks_count_the_mixture_priors_columns(monkeypatch):
+    import genlab.models.vae as vae_module
+
+    model = small_vae(prior="vampprior", vamp_components=50)
+    x = binary_images(5, (1, 8, 8), seed=6)
+    # Room for 4 samples of 5 images with the prior's columns counted, 19 without.
+    monkeypatch.setattr(vae_module, "IWAE_FLOATS_PER_CHUNK", 4 * 5 * (64 + vae_module.MIXTURE_TEMPORARIES * 50))
+    decoder_calls = []
+    model.decoder.register_forward_hook(lambda module, args, output: decoder_calls.append(len(output)))
+    model.iwae_log_likelihood(x, k=20)
+    assert decoder_calls == [4 * 5] * 5
+
+
+def test_kl_warmup_rises_linearly_to_beta_by_step():
+    model = small_vae(beta=2.0, kl_warmup_steps=100)
+    assert [model.kl_weight(step) for step in (0, 25, 50, 100, 5000)] == [0.0, 0.5, 1.0, 2.0, 2.0]
+    assert small_vae(beta=2.0).kl_weight(0) == 2.0
+    # At step 0 the loss has no KL term; later steps weight it by the warm-up factor.
+    x = binary_images(8, (1, 8, 8), seed=7)
+    batch = {"x": x, "y": torch.zeros(8, dtype=torch.long)}
+    stats = model.training_step(batch, 0, {"main": RecordLoss()})
+    assert stats["loss"] == pytest.approx(-stats["recon"], rel=1e-6) and stats["kl"] > 0
+    stats = model.training_step(batch, 25, {"main": RecordLoss()})
+    assert stats["loss"] == pytest.approx(-(stats["recon"] - 0.5 * stats["kl"]), rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"train_k": 4},
+        {"prior": "vampprior", "vamp_components": 10},
+        {"gated": True},
+        {"prior": "vampprior", "vamp_components": 10, "train_k": 3, "kl_warmup_steps": 20, "gated": True},
+    ],
+)
+def test_a_few_training_steps_reduce_the_loss_with_the_new_options(settings):
+    model = small_vae(hidden=(64,), **settings)
+    batch = {"x": binary_images(32, (1, 8, 8), seed=0), "y": torch.zeros(32, dtype=torch.long)}
+
+    def evaluation_loss() -> float:
+        with torch.no_grad():
+            return -model.elbo(batch["x"], generator=torch.Generator().manual_seed(0))["elbo"].mean().item()
+
+    before = evaluation_loss()
+    optimizers = {"main": AdamStep(model.parameters(), lr=3e-3)}
+    for step in range(60):
+        model.training_step(batch, step, optimizers)
+    assert evaluation_loss() < 0.75 * before
+    metrics = VAE.validation_step(model, batch)
+    assert all(math.isfinite(value) for value in metrics.values())
+
+
+def test_new_options_round_trip_through_json():
+    config = VAEConfig(train_k=5, prior="vampprior", vamp_components=50, kl_warmup_steps=1000, gated=True)
+    restored = from_dict(VAEConfig, json.loads(json.dumps(to_dict(config))), "model")
+    assert restored == config
+
+
+@pytest.mark.parametrize(
+    "settings, hint",
+    [
+        ({"train_k": 0}, "ELBO"),
+        ({"prior": "mixture"}, "standard, vampprior"),
+        ({"prior": "vampprior", "vamp_components": 0}, "500"),
+        ({"prior": "vampprior", "conditional": True}, "model.conditional=false"),
+        ({"kl_warmup_steps": -1}, "0 turns"),
+        ({"gated": True, "architecture": "conv", "hidden": [8, 16]}, "architecture=mlp"),
+    ],
+)
+def test_bad_new_settings_say_how_to_fix_them(settings, hint):
+    with pytest.raises(GenlabError) as error:
+        from_dict(VAEConfig, settings, "model")
+    assert hint in error.value.hint

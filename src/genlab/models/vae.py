@@ -1,26 +1,45 @@
-"""Variational autoencoders: VAE, beta-VAE and class-conditional VAE.
+"""Variational autoencoders: VAE, beta-VAE, class-conditional VAE, IWAE training and the VampPrior.
 
-Method. A latent z ~ N(0, I) generates an image through a decoder p(x | z): independent
-Bernoulli pixels (logits out of the decoder) or independent Gaussians N(mean, sigma^2)
-with one shared sigma, learned or fixed. An encoder q(z | x) = N(mu(x), diag(exp(logvar(x))))
-amortises inference. Training maximises the evidence lower bound
+Method. A latent z ~ p(z) (N(0, I) unless the VampPrior below is chosen) generates an image
+through a decoder p(x | z): independent Bernoulli pixels (logits out of the decoder) or
+independent Gaussians N(mean, sigma^2) with one shared sigma, learned or fixed. An encoder
+q(z | x) = N(mu(x), diag(exp(logvar(x)))) amortises inference. Training maximises the
+evidence lower bound
 
     ELBO(x) = E_q[log p(x | z)] - KL(q(z | x) || p(z))  <=  log p(x),
 
 with one reparameterised sample z = mu + sigma * eps for the first term and the analytic
 KL for the second. A beta-VAE weights the KL by `beta` in the training loss only; the
-ELBO it reports is always the true bound (beta = 1).
+ELBO it reports is always the true bound (beta = 1). With `kl_warmup_steps` the KL's weight
+rises linearly from 0 to beta over the first steps (a function of the step number, so a
+resumed run continues exactly).
 
 Evaluation uses the importance-weighted bound (Burda et al., 2016)
 
     IWAE_k(x) = log (1/k) sum_i p(x, z_i) / q(z_i | x),   z_i ~ q(z | x),
 
 which equals the ELBO in expectation for k = 1, increases with k and tends to log p(x).
+With `train_k` = k > 1 the model also trains on it: the loss is -IWAE_k, with gradients,
+from the same log-weights as the estimator (the IWAE of Burda et al.). Its weight on the KL
+(beta, warm-up) multiplies log p(z_i) - log q(z_i | x) inside every importance weight, which
+for k = 1 would be the beta-ELBO with a one-sample KL.
+
+The VampPrior (Tomczak & Welling, 2018) replaces N(0, I) by the mixture of the encoder's own
+posteriors at K learned pseudo-inputs u_k (parameters shaped like images, clipped into the
+data range by a hardtanh):
+
+    p(z) = (1/K) sum_k q(z | u_k).
+
+KL(q(z | x) || p(z)) then has no closed form; the ELBO uses the one-sample estimate
+log q(z | x) - log p(z) at its own draw z, and sampling picks a component uniformly, then
+z ~ q(z | u_k). Unconditional VAEs only: a conditional encoder would need a class per
+pseudo-input.
 
 A conditional VAE (Sohn et al., 2015) concatenates the one-hot class label to the
 encoder's input and to the decoder's input, so sampling can ask for a class.
 
-The networks are plain MLPs or stride-2 convolution stacks with no normalisation layers,
+The networks are plain MLPs (optionally with gated units, h = (W x + b) * sigmoid(V x + c),
+as in the VampPrior paper) or stride-2 convolution stacks with no normalisation layers,
 so every example's likelihood depends on that example alone and distributed training
 needs no synchronised statistics.
 """
@@ -37,15 +56,22 @@ from torch import nn
 from ..errors import GenlabError
 from ..metrics.likelihood import gaussian_kl_standard_normal
 from ..registry import register_family
-from .base import GenerativeModel, ImageConfig, check_sample_count, mlp, randn
+from .base import GenerativeModel, ImageConfig, check_sample_count, mlp, randint, randn
 
 ARCHITECTURES = ("mlp", "conv")
 LIKELIHOODS = ("bernoulli", "gaussian")
 GAUSSIAN_SCALES = ("learned", "fixed")
+PRIORS = ("standard", "vampprior")
 LOG_2PI = math.log(2.0 * math.pi)
 # The IWAE decodes chunk * batch images at once; about this many output floats per chunk
 # keeps k = 5000 on a full batch within a few hundred MB.
 IWAE_FLOATS_PER_CHUNK = 20_000_000
+# The VampPrior's log p(z) holds about this many float32-sized [samples * batch, K] tensors at once
+# (a float64 product, its float32 copy, logsumexp's own).
+MIXTURE_TEMPORARIES = 5
+# Pseudo-inputs start at this fraction of the data range (MNIST's background is 0), with this
+# spread: the initialisation of the VampPrior paper's code (0.05, 0.01).
+PSEUDO_INPUT_MEAN, PSEUDO_INPUT_STD = 0.05, 0.01
 
 
 @dataclass
@@ -62,6 +88,11 @@ class VAEConfig(ImageConfig):
     beta: float = 1.0  # KL weight in the training loss (beta-VAE); reported ELBO uses 1
     conditional: bool = False  # one-hot class label into encoder and decoder
     iwae_k: int = 64  # importance samples for the validation IWAE NLL; 0 disables it
+    train_k: int = 1  # importance samples in the training loss: 1 = the ELBO, k > 1 = the IWAE_k bound
+    prior: str = "standard"  # standard: N(0, I) | vampprior: mixture of q(z | u_k) at learned pseudo-inputs
+    vamp_components: int = 500  # vampprior: the number K of pseudo-inputs
+    kl_warmup_steps: int = 0  # the KL's weight rises linearly from 0 to beta over these first steps (steps, not epochs)
+    gated: bool = False  # mlp: gated hidden units (W x + b) * sigmoid(V x + c) instead of ReLU
 
     def __post_init__(self):
         if self.architecture not in ARCHITECTURES:
@@ -86,6 +117,7 @@ class VAEConfig(ImageConfig):
             raise GenlabError("model.gaussian_sigma must be > 0, model.beta >= 0 and model.iwae_k >= 0")
         if self.conditional and self.num_classes < 1:
             raise GenlabError("a conditional VAE needs labelled data (model.num_classes >= 1)")
+        self._check_training_options()
         if self.architecture == "conv":
             if len(self.input_shape) != 3 or not self.hidden:
                 raise GenlabError(
@@ -101,26 +133,120 @@ class VAEConfig(ImageConfig):
                     "use fewer entries in model.hidden, or architecture=mlp",
                 )
 
+    def _check_training_options(self):
+        if self.train_k < 1:
+            raise GenlabError(
+                f"model.train_k must be at least 1, got {self.train_k}",
+                "1 trains on the ELBO, e.g. 5 on the IWAE_5 bound",
+            )
+        if self.prior not in PRIORS:
+            raise GenlabError(f"unknown model.prior {self.prior!r}", f"use one of {', '.join(PRIORS)}")
+        if self.vamp_components < 1:
+            raise GenlabError(
+                f"model.vamp_components must be at least 1, got {self.vamp_components}",
+                "the VampPrior paper uses 500 on MNIST",
+            )
+        if self.prior == "vampprior" and self.conditional:
+            raise GenlabError(
+                "model.prior=vampprior needs an unconditional VAE (a conditional encoder would need a class "
+                "for every pseudo-input)",
+                "set model.conditional=false, or model.prior=standard",
+            )
+        if self.kl_warmup_steps < 0:
+            raise GenlabError(
+                f"model.kl_warmup_steps must be >= 0, got {self.kl_warmup_steps}", "0 turns the warm-up off"
+            )
+        if self.gated and self.architecture != "mlp":
+            raise GenlabError(
+                f"model.gated works with architecture=mlp only, not {self.architecture!r}",
+                "set model.gated=false, or model.architecture=mlp",
+            )
+
+
+# ----------------------------------------------------------------------------- densities
+
+
+def log_posterior(eps: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log q(z | x) in nats at z = mu + sigma * eps, from eps [..., latent] and logvar: [...]."""
+    return -0.5 * (eps.pow(2) + logvar + LOG_2PI).sum(-1)
+
+
+def log_standard_normal(z: torch.Tensor) -> torch.Tensor:
+    """log N(z; 0, I) in nats, z [..., latent] -> [...]."""
+    return -0.5 * (z.pow(2) + LOG_2PI).sum(-1)
+
+
+def log_gaussian_mixture(z: torch.Tensor, means: torch.Tensor, logvars: torch.Tensor) -> torch.Tensor:
+    """log (1/K) sum_k N(z; means_k, diag(exp(logvars_k))) in nats, z [..., D] -> [...] in float32,
+    for means and logvars [K, D].
+
+    Each component's log density -1/2 sum_d ((z_d - m_kd)^2 / v_kd + log v_kd + log 2 pi) expands
+    into [z^2, z] . [-1/(2 v_k), m_k / v_k] + const_k: one matrix product, so the largest tensor is
+    [N, K], never [N, K, D], and it runs at matmul speed, which the IWAE's thousands of samples
+    per image need. The product is in float64: its terms (z^2 / v) are large and cancel, and in
+    float32 posterior standard deviations near 0.05 already cost up to 0.01 nats."""
+    shape = z.shape[:-1]
+    z = z.reshape(-1, z.shape[-1]).double()  # [N, D]
+    means, logvars = means.double(), logvars.double()
+    precisions = torch.exp(-logvars)  # [K, D]
+    constants = -0.5 * (means.pow(2) * precisions + logvars + LOG_2PI).sum(-1)  # [K]
+    features = torch.cat([z.pow(2), z], dim=1)  # [N, 2D]
+    coefficients = torch.cat([-0.5 * precisions, means * precisions], dim=1)  # [K, 2D]
+    log_components = torch.addmm(constants, features, coefficients.T).float()  # [N, K]
+    return (torch.logsumexp(log_components, dim=1) - math.log(means.shape[0])).view(shape)
+
+
+def draw_eps(samples: int, shape: tuple[int, ...], generator: torch.Generator | None, device) -> torch.Tensor:
+    """Standard normal noise [samples, *shape], one draw per sample in order: the same values
+    however the samples are split into chunks."""
+    return torch.stack([randn(shape, generator, device) for _ in range(samples)])
+
 
 # ----------------------------------------------------------------------------- networks
 # Every network takes a condition vector next to its input: the one-hot label for a
 # conditional VAE, an empty [B, 0] tensor otherwise, so both cases share one code path.
 
 
-class MLPEncoder(nn.Module):
-    def __init__(self, input_shape: tuple[int, ...], hidden: tuple[int, ...], condition_dim: int, latent_dim: int):
+class GatedLinear(nn.Module):
+    """h = (W x + b) * sigmoid(V x + c), [B, n_in] -> [B, n_out]: a gated unit (Dauphin et al.,
+    2017), the hidden layer of the VampPrior paper's MLPs. Value and gate share one matmul."""
+
+    def __init__(self, n_in: int, n_out: int):
         super().__init__()
-        self.net = mlp([math.prod(input_shape) + condition_dim, *hidden, 2 * latent_dim])
+        self.linear = nn.Linear(n_in, 2 * n_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        value, gate = self.linear(x).chunk(2, dim=-1)
+        return value * torch.sigmoid(gate)
+
+
+def gated_mlp(sizes: list[int]) -> nn.Sequential:
+    """Gated layers sizes[0] -> ... -> sizes[-2], then a plain linear read-out to sizes[-1]."""
+    hidden = [GatedLinear(n_in, n_out) for n_in, n_out in zip(sizes[:-2], sizes[1:-1])]
+    return nn.Sequential(*hidden, nn.Linear(sizes[-2], sizes[-1]))
+
+
+class MLPEncoder(nn.Module):
+    def __init__(
+        self, input_shape: tuple[int, ...], hidden: tuple[int, ...], condition_dim: int, latent_dim: int,
+        gated: bool = False,
+    ):  # fmt: skip
+        super().__init__()
+        self.net = (gated_mlp if gated else mlp)([math.prod(input_shape) + condition_dim, *hidden, 2 * latent_dim])
 
     def forward(self, x: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([x.flatten(1), condition], dim=1))
 
 
 class MLPDecoder(nn.Module):
-    def __init__(self, input_shape: tuple[int, ...], hidden: tuple[int, ...], condition_dim: int, latent_dim: int):
+    def __init__(
+        self, input_shape: tuple[int, ...], hidden: tuple[int, ...], condition_dim: int, latent_dim: int,
+        gated: bool = False,
+    ):  # fmt: skip
         super().__init__()
         self.input_shape = tuple(input_shape)
-        self.net = mlp([latent_dim + condition_dim, *reversed(hidden), math.prod(input_shape)])
+        sizes = [latent_dim + condition_dim, *reversed(hidden), math.prod(input_shape)]
+        self.net = (gated_mlp if gated else mlp)(sizes)
 
     def forward(self, z: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([z, condition], dim=1)).view(-1, *self.input_shape)
@@ -187,8 +313,14 @@ class VAE(GenerativeModel):
             self.capabilities = VAE.capabilities - {"conditional"}
         condition_dim = config.num_classes if config.conditional else 0
         encoder_class, decoder_class = NETWORKS[config.architecture]
-        self.encoder = encoder_class(config.input_shape, config.hidden, condition_dim, config.latent_dim)
-        self.decoder = decoder_class(config.input_shape, config.hidden, condition_dim, config.latent_dim)
+        options = {"gated": True} if config.gated else {}
+        self.encoder = encoder_class(config.input_shape, config.hidden, condition_dim, config.latent_dim, **options)
+        self.decoder = decoder_class(config.input_shape, config.hidden, condition_dim, config.latent_dim, **options)
+        if config.prior == "vampprior":
+            # Unconstrained values, read through a hardtanh into the data range (pseudo_inputs()).
+            low, high = config.data_range
+            start = PSEUDO_INPUT_MEAN + PSEUDO_INPUT_STD * torch.randn(config.vamp_components, *config.input_shape)
+            self.pseudo_input_values = nn.Parameter(low + (high - low) * start)
         if config.likelihood == "gaussian":
             log_sigma = torch.tensor(math.log(config.gaussian_sigma))
             if config.gaussian_scale == "learned":
@@ -244,16 +376,86 @@ class VAE(GenerativeModel):
         log_p = -0.5 * ((x - decoded) * torch.exp(-log_sigma)).pow(2) - log_sigma - 0.5 * LOG_2PI
         return log_p.sum(pixel_dims)
 
+    # -- the prior p(z) --------------------------------------------------------------------
+    def pseudo_inputs(self) -> torch.Tensor:
+        """The VampPrior's pseudo-inputs u_k in the data range, [K, C, H, W]."""
+        low, high = self.config.data_range
+        return F.hardtanh(self.pseudo_input_values, low, high)
+
+    def prior_components(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The VampPrior's components q(z | u_k) as (means, logvars), each [K, latent] in float32;
+        None for N(0, I). Computed once per batch and passed to log_prior."""
+        if self.config.prior == "standard":
+            return None
+        means, logvars = self.encode(self.pseudo_inputs())
+        return means.float(), logvars.float()
+
+    def log_prior(self, z: torch.Tensor, components: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """log p(z) in nats, z [..., latent] -> [...]; `components` from prior_components()
+        (computed here when not given)."""
+        if self.config.prior == "standard":
+            return log_standard_normal(z)
+        return log_gaussian_mixture(z, *(self.prior_components() if components is None else components))
+
+    def kl_weight(self, step: int) -> float:
+        """The KL's weight in the training loss at `step`: beta, reached linearly over kl_warmup_steps."""
+        warmup = self.config.kl_warmup_steps
+        return self.config.beta * min(1.0, step / warmup) if warmup else self.config.beta
+
     # -- bounds on log p(x) ---------------------------------------------------------------
     def elbo(
         self, x: torch.Tensor, y: torch.Tensor | None = None, generator: torch.Generator | None = None
     ) -> dict[str, torch.Tensor]:
-        """Per-example ELBO, reconstruction term log p(x | z) and KL, each [B] in nats."""
+        """Per-example ELBO, reconstruction term log p(x | z) and KL, each [B] in nats (the KL
+        analytic under N(0, I), the one-sample estimate log q(z | x) - log p(z) under the VampPrior)."""
         mu, logvar = self.encode(x, y)
-        z = mu + torch.exp(0.5 * logvar) * randn(mu.shape, generator, mu.device, mu.dtype)
+        eps = randn(mu.shape, generator, mu.device, mu.dtype)
+        z = mu + torch.exp(0.5 * logvar) * eps
         recon = self.reconstruction_log_likelihood(x, self.decode_logits(z, y))
-        kl = gaussian_kl_standard_normal(mu.float(), logvar.float())
+        if self.config.prior == "standard":
+            kl = gaussian_kl_standard_normal(mu.float(), logvar.float())
+        else:
+            kl = log_posterior(eps.float(), logvar.float()) - self.log_prior(z.float())
         return {"elbo": recon - kl, "recon": recon, "kl": kl}
+
+    def _log_weights(
+        self, x: torch.Tensor, y: torch.Tensor | None, mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor,
+        components: tuple[torch.Tensor, torch.Tensor] | None, kl_weight: float = 1.0,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+        """Importance log-weights log p(x | z) + kl_weight * (log p(z) - log q(z | x)) at
+        z = mu + sigma * eps for eps [S, B, latent], with log p(x | z) and log q(z | x) - log p(z):
+        each [S, B]. Shared by the IWAE estimator and the IWAE training loss."""
+        samples, batch_size = eps.shape[:2]
+        z = mu + torch.exp(0.5 * logvar) * eps  # [S, B, latent]
+        labels = None if y is None else y.repeat(samples)
+        decoded = self.decode_logits(z.flatten(0, 1), labels).view(samples, batch_size, *self.config.input_shape)
+        log_p_x_given_z = self.reconstruction_log_likelihood(x, decoded)
+        log_p_z = self.log_prior(z, components)
+        log_q_z = log_posterior(eps, logvar)
+        if kl_weight == 1.0:  # the true bound, in the order of operations the estimator always had
+            log_weights = log_p_x_given_z + log_p_z - log_q_z
+        else:
+            log_weights = log_p_x_given_z + kl_weight * (log_p_z - log_q_z)
+        return log_weights, log_p_x_given_z, log_q_z - log_p_z
+
+    def iwae_bound(
+        self, x: torch.Tensor, y: torch.Tensor | None = None, k: int = 5, generator: torch.Generator | None = None,
+        kl_weight: float = 1.0,
+    ) -> dict[str, torch.Tensor]:  # fmt: skip
+        """The IWAE_k bound with gradients, the training objective for train_k > 1: "iwae" [B] in
+        nats, and the first sample's "elbo", "recon" and "kl" [B] (the KL as elbo() reports it).
+        All k samples are decoded at once, without chunks. kl_weight < 1 tempers the prior term
+        inside the weights (beta, warm-up); 1 gives the true bound."""
+        if k < 1:
+            raise GenlabError(f"the IWAE needs at least one importance sample, got k={k}")
+        mu, logvar = self.encode(x, y)
+        mu, logvar = mu.float(), logvar.float()
+        eps = draw_eps(k, tuple(mu.shape), generator, mu.device)
+        log_weights, recon, kl = self._log_weights(x, y, mu, logvar, eps, self.prior_components(), kl_weight)
+        recon = recon[0]
+        kl = gaussian_kl_standard_normal(mu, logvar) if self.config.prior == "standard" else kl[0]
+        bound = torch.logsumexp(log_weights, dim=0) - math.log(k)
+        return {"iwae": bound, "elbo": recon - kl, "recon": recon, "kl": kl}
 
     @torch.no_grad()  # an estimator, not a loss: a graph would keep every chunk alive
     def iwae_log_likelihood(
@@ -269,22 +471,19 @@ class VAE(GenerativeModel):
             raise GenlabError(f"the IWAE needs at least one importance sample, got k={k}")
         mu, logvar = self.encode(x, y)
         mu, logvar = mu.float(), logvar.float()
-        std = torch.exp(0.5 * logvar)
-        batch_size, latent_dim = mu.shape
+        components = self.prior_components()
+        batch_size = mu.shape[0]
         if chunk_size is None:
-            chunk_size = max(1, IWAE_FLOATS_PER_CHUNK // (batch_size * math.prod(self.config.input_shape)))
+            # Per importance sample and example: the decoded image, and the mixture prior's K columns.
+            floats = math.prod(self.config.input_shape)
+            if components is not None:
+                floats += MIXTURE_TEMPORARIES * self.config.vamp_components
+            chunk_size = max(1, IWAE_FLOATS_PER_CHUNK // (batch_size * floats))
         log_sum_weights = torch.full((batch_size,), -math.inf, device=mu.device)
         for start in range(0, k, chunk_size):
-            samples = min(chunk_size, k - start)
             # One draw per importance sample, in order, so the value does not depend on chunk_size.
-            eps = torch.stack([randn((batch_size, latent_dim), generator, mu.device) for _ in range(samples)])
-            z = mu + std * eps  # [samples, B, latent]
-            labels = None if y is None else y.repeat(samples)
-            decoded = self.decode_logits(z.flatten(0, 1), labels).view(samples, batch_size, *self.config.input_shape)
-            log_p_x_given_z = self.reconstruction_log_likelihood(x, decoded)
-            log_p_z = -0.5 * (z.pow(2) + LOG_2PI).sum(-1)
-            log_q_z = -0.5 * (eps.pow(2) + logvar + LOG_2PI).sum(-1)
-            log_weights = log_p_x_given_z + log_p_z - log_q_z  # [samples, B]
+            eps = draw_eps(min(chunk_size, k - start), tuple(mu.shape), generator, mu.device)
+            log_weights, _, _ = self._log_weights(x, y, mu, logvar, eps, components)  # [samples, B]
             log_sum_weights = torch.logaddexp(log_sum_weights, torch.logsumexp(log_weights, dim=0))
         return log_sum_weights - math.log(k)
 
@@ -296,8 +495,13 @@ class VAE(GenerativeModel):
 
     # -- training -------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], step: int, optimizers: dict) -> dict[str, float]:
-        terms = self.elbo(batch["x"], batch["y"])
-        loss = -(terms["recon"] - self.config.beta * terms["kl"]).mean()
+        kl_weight = self.kl_weight(step)
+        if self.config.train_k == 1:
+            terms = self.elbo(batch["x"], batch["y"])
+            loss = -(terms["recon"] - kl_weight * terms["kl"]).mean()
+        else:
+            terms = self.iwae_bound(batch["x"], batch["y"], k=self.config.train_k, kl_weight=kl_weight)
+            loss = -terms["iwae"].mean()
         optimizers["main"].step(loss)
         return {
             "loss": loss.item(),
@@ -319,10 +523,17 @@ class VAE(GenerativeModel):
     # -- generation -----------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, n: int, *, condition=None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n images [n, C, H, W] in the data range: decoder means of z ~ N(0, I) (no pixel noise)."""
+        """n images [n, C, H, W] in the data range: decoder means of z ~ p(z) (no pixel noise).
+        Under the VampPrior each z comes from a uniformly chosen component q(z | u_k)."""
         check_sample_count(n)
         labels = self._labels_for_sampling(n, condition, generator)
-        z = randn((n, self.config.latent_dim), generator, self.device)
+        components = self.prior_components()
+        if components is None:
+            z = randn((n, self.config.latent_dim), generator, self.device)
+        else:
+            chosen = randint(self.config.vamp_components, (n,), generator, self.device)
+            means, logvars = components[0][chosen], components[1][chosen]  # [n, latent]
+            z = means + torch.exp(0.5 * logvars) * randn(tuple(means.shape), generator, self.device)
         return self.decode(z, labels)
 
     @torch.no_grad()
