@@ -33,3 +33,20 @@ __all__ = [
     "next_token_logits", "next_token_probabilities", "apply_repetition_penalty", "apply_temperature",
     "apply_top_k", "apply_top_p", "context_start", "prompt_tokens", "Continuation", "continuations", "MIN_TEMPERATURE",
 ]  # fmt: skip
+
+# Encoder–decoder models (translation, dialogue): genlab.sampling.seq2seq.
+from .seq2seq import (  # noqa: E402
+    Hypothesis,
+    Seq2SeqGenerationConfig,
+    length_penalty,
+    pad_sources,
+    seq2seq_beam_search,
+    seq2seq_generate,
+    seq2seq_generate_tokens,
+    seq2seq_stream,
+)
+
+__all__ += [
+    "Seq2SeqGenerationConfig", "Hypothesis", "length_penalty", "pad_sources", "seq2seq_generate",
+    "seq2seq_generate_tokens", "seq2seq_stream", "seq2seq_beam_search",
+]  # fmt: skip
