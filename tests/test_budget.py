@@ -82,14 +82,15 @@ def test_a_budget_run_stops_within_one_step_of_its_deadline_with_the_learning_ra
     # Evaluations (1 s each, about 20 of them, the last one included) count against the budget:
     # the run ends, final evaluation included, at the deadline or less than one step before it.
     assert 60.0 - 1.0 < result.budget_used_s <= 60.0
-    assert result.steps < 60 - 15  # the evaluations took their share of the minute
+    history = (tmp_path / "history.jsonl").read_text().splitlines()
+    assert result.steps + len(history) == result.budget_used_s  # 1 s per step and per evaluation: all counted
     last_step, last_progress, last_lr = record.seen[-1]
     assert last_progress == 1.0 and last_lr == pytest.approx(LR * FLOOR, rel=1e-12)
     # The first step is planned before any step was measured, at progress 0: a linear warm-up's lr 0.
     assert record.seen[0][2] == 0.0
     assert all(lr > LR * FLOOR for _, _, lr in record.seen[1:-1])  # the floor is reached on the last step only
-    history = (tmp_path / "history.jsonl").read_text().splitlines()
-    assert 15 <= len(history) <= 21  # about one evaluation per 1/20 of the budget, and one at the end
+    # An evaluation is due 1/20 of the budget (3 s) after the previous one ended, and one at the end.
+    assert 12 <= len(history) <= 21
 
 
 def test_the_schedule_as_a_function_of_progress_matches_its_closed_form(tmp_path):
@@ -226,3 +227,12 @@ def test_minutes_must_be_positive(tmp_path, capsys):
 
     assert main(["train", "vae-digits", "--minutes", "0", "-o", str(tmp_path / "x")]) == 2
     assert "--minutes must be a positive number" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_evaluations_longer_than_a_twentieth_of_the_budget_do_not_run_after_every_step(tmp_path):
+    clock = FakeClock()
+    record = CostAndRecord(clock, eval_s=5.0)  # each evaluation takes 1/12 of the budget
+    result = tiny_trainer(tmp_path, clock, [record], time_budget_s=60.0).fit()
+    evaluations = len((tmp_path / "history.jsonl").read_text().splitlines())
+    # Each evaluation is due 1/20 of the budget (3 s, three steps) after the previous one ended.
+    assert result.steps >= 3 * (evaluations - 1) and 5 <= evaluations <= 9

@@ -110,6 +110,7 @@ class Trainer:
         self._step_seconds = 0.0
         self._final_reserve_s = 0.0
         self.progress = 0.0
+        self._next_job_progress: dict[str, float] = {}  # budget runs: the progress at which each periodic job is next due
         self.callbacks: list[Callback] = [*self._default_callbacks(), *callbacks]
         self.step = 0
         self._epoch_order: tuple[int, torch.Tensor | None] = (-1, None)  # (epoch, this rank's share of its order)
@@ -373,14 +374,14 @@ class Trainer:
         while not self._steps_done() and not self.early_stopped:
             if self._stop_agreed():
                 return "interrupted"
-            before, last_by_time = self.progress, False
+            last_by_time = False
             if budget is not None:
                 # Plan this step: the progress it will end at, and whether another one would still fit.
                 used, step_s, reserve_s = self._budget_clock()
                 if used >= budget:  # an evaluation overran the plan (or a resumed run has no time left)
                     if self._steps_run > 0:
                         self.log(f"time budget of {budget:.0f} s used up at step {self.step}")
-                        self._after_step(logs, before, last=True)
+                        self._after_step(logs, last=True)
                     break
                 last_by_time = used + 2 * step_s + reserve_s > budget
                 # The last step runs at the floor of the schedule.
@@ -395,19 +396,21 @@ class Trainer:
             if last_by_time:
                 self.log(f"time budget of {budget:.0f} s: stopping at step {self.step} with "
                          f"{self.budget_used():.1f} s used (learning rate at its floor)")
-            self._after_step(logs, before, last=self._steps_done() or last_by_time)
+            self._after_step(logs, last=self._steps_done() or last_by_time)
             if last_by_time:
                 break
         return "early_stopped" if self.early_stopped else "finished"
 
-    def _after_step(self, logs: dict, progress_before: float, last: bool) -> None:
+    def _after_step(self, logs: dict, last: bool) -> None:
         """The periodic side work after a step: evaluation, previews, checkpoint (all of them after the last)."""
         side_work_start = self.clock()
-        evaluated = self._due(self.eval_every, progress_before) or last
+        evaluated = self._due(self.eval_every, "eval") or last
         if evaluated:
             self._evaluate_and_report(logs)  # may set early_stopped
-        if self._due(self.samples_every, progress_before) or last or self.early_stopped:
+            self._plan_next("eval")
+        if self._due(self.samples_every, "samples") or last or self.early_stopped:
             self.write_previews()
+            self._plan_next("samples")
         if self.step % self.cfg.checkpoint_every == 0 or self.step % self.steps_per_epoch == 0 or last or self.early_stopped:
             self.save_checkpoint()
         if evaluated:  # what the final evaluation, previews and checkpoint may cost: kept free at the end
@@ -416,12 +419,23 @@ class Trainer:
     def _step_progress(self, step: int) -> float:
         return min(1.0, step / self.total_steps) if self.total_steps else 0.0
 
-    def _due(self, every: int | None, progress_before: float) -> bool:
+    def _due(self, every: int | None, job: str) -> bool:
         """Whether a periodic job (evaluation, previews) is due after this step: every `every`
-        steps, or without a step count every 1/EVALUATIONS_PER_RUN of the budget's progress."""
+        steps, or without a step count once 1/EVALUATIONS_PER_RUN of the budget has passed since
+        the job last ended (counted from its end: a job longer than that would otherwise run after every step)."""
         if every is not None:
             return self.step % every == 0
-        return math.floor(self.progress * EVALUATIONS_PER_RUN) > math.floor(progress_before * EVALUATIONS_PER_RUN)
+        if self.budget_used() + self._step_seconds + 2 * self._final_reserve_s > self.cfg.time_budget_s:
+            return False  # the final evaluation is near: one now would push it past the deadline
+        return self._progress_now() >= self._next_job_progress.get(job, 1.0 / EVALUATIONS_PER_RUN)
+
+    def _plan_next(self, job: str) -> None:
+        if self.cfg.time_budget_s is not None:
+            self._next_job_progress[job] = self._progress_now() + 1.0 / EVALUATIONS_PER_RUN
+
+    def _progress_now(self) -> float:
+        """How far through the run it is now (the plan's progress runs a step and the final reserve ahead of it)."""
+        return max(self._step_progress(self.step), self.budget_used() / self.cfg.time_budget_s)
 
     def budget_used(self) -> float:
         """Seconds of the time budget used so far, earlier sessions of a resumed run included."""
