@@ -30,19 +30,16 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("GENLAB_DATA_DIR", str(REPO.parent / "shared" / "data"))
 
 import genlab  # noqa: E402
-from common import RESULTS, fresh_run_dir, machine, nanogpt_val_text, nats_per_token, write_result  # noqa: E402
+from common import RESULTS, fresh_run_dir, genlab_last_10_percent_loss, machine, write_result  # noqa: E402
 
 
 def last_10_percent_loss(run_dir: Path) -> float:
-    """Nats per character on the last 10% of the training corpus, every character once (common.nats_per_token)."""
+    """Nats per character on the last 10% of the training corpus, every character once, as bench/race_nanogpt.py scores."""
     from genlab.data import data_root
     from genlab.data.text import load_corpus
 
-    model = genlab.load(run_dir)
     config = json.loads((run_dir / "config.json").read_text())
-    ids = model.tokenizer.encode(nanogpt_val_text(load_corpus(config["data"]["name"], data_root())))
-    loss, _ = nats_per_token(lambda x: model.token_log_likelihoods(x.to(model.device)), ids, model.config.block_size)
-    return loss
+    return genlab_last_10_percent_loss(genlab.load(run_dir), load_corpus(config["data"]["name"], data_root()))[0]
 
 
 def main() -> int:

@@ -77,3 +77,10 @@ def nats_per_token(token_log_likelihoods, ids, block_size: int, batch_size: int 
         total -= log_p.double().sum().item()
         count += log_p.numel()
     return total / count, count
+
+
+def genlab_last_10_percent_loss(model, text: str) -> tuple[float, int]:
+    """(nats per character, characters scored) of a genlab character model on the last 10% of `text`
+    (nanoGPT's validation split), in windows of the model's own context (nats_per_token)."""
+    ids = model.tokenizer.encode(nanogpt_val_text(text))
+    return nats_per_token(lambda x: model.token_log_likelihoods(x.to(model.device)), ids, model.config.block_size)

@@ -15,8 +15,7 @@ would slow each other down):
      checksummed Tiny Shakespeare that genlab reads. Its process wall-clock time W is the
      budget of the race point.
   2. genlab trains gpt-shakespeare-char in a process that must not take longer than W:
-     `genlab train gpt-shakespeare-char --minutes M` (or, while --minutes is not there,
-     the override train.time_budget_s), with a training budget of W minus genlab's fixed
+     `genlab train gpt-shakespeare-char --minutes M`, with a training budget of W minus genlab's fixed
      overhead minus a 1 s margin. The overhead (interpreter and torch start-up, data
      loading, the step that crosses the budget, the closing evaluation and previews, the
      test-split evaluation and the export) is measured first, by one genlab run with a 3 s
@@ -78,8 +77,8 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("GENLAB_DATA_DIR", str(REPO.parent / "shared" / "data"))
 
 import genlab  # noqa: E402
-from common import (fresh_run_dir, machine, nanogpt_val_text, nats_per_token, print_rows,  # noqa: E402
-                    write_result)
+from common import (fresh_run_dir, genlab_last_10_percent_loss, machine, nanogpt_val_text,  # noqa: E402
+                    nats_per_token, print_rows, write_result)
 from genlab.data.download import data_root  # noqa: E402
 from genlab.data.text import load_corpus  # noqa: E402
 
@@ -180,23 +179,10 @@ def score_nanogpt(module, checkpoint_path: Path, text: str) -> dict:
 # ----------------------------------------------------------------------------- genlab
 
 
-def genlab_has_minutes() -> bool:
-    """Whether `genlab train` takes --minutes yet (else the budget goes in as train.time_budget_s)."""
-    help_text = subprocess.run([sys.executable, "-m", "genlab", "train", "--help"], capture_output=True, text=True).stdout
-    return "--minutes" in help_text
-
-
-def genlab_command(budget_s: float, out: Path, overrides: list[str], use_minutes: bool) -> list[str]:
-    """The one place that says how genlab is asked to train for a budget."""
-    budget = ["--minutes", f"{budget_s / 60:.4f}"] if use_minutes else []
-    time_override = [] if use_minutes else [f"train.time_budget_s={budget_s:.2f}"]
-    return [sys.executable, "-m", "genlab", "train", RECIPE, *time_override, *overrides, *budget, "--out", str(out)]
-
-
-def run_genlab(budget_s: float, out: Path, log_path: Path, overrides: list[str], use_minutes: bool) -> dict:
-    """Train in a separate process (as a user would); its wall time and the run's own records."""
+def run_genlab(budget_s: float, out: Path, log_path: Path, overrides: list[str]) -> dict:
+    """Train in a separate process (as a user would: `genlab train RECIPE --minutes M`); its wall time and the run's own records."""
     fresh_run_dir(out)
-    command = genlab_command(budget_s, out, overrides, use_minutes)
+    command = [sys.executable, "-m", "genlab", "train", RECIPE, *overrides, "--minutes", f"{budget_s / 60:.4f}", "--out", str(out)]
     wall = timed_process(command, REPO, log_path)
     metrics = json.loads((out / "metrics.json").read_text())
     config = json.loads((out / "config.json").read_text())
@@ -219,10 +205,8 @@ def run_genlab(budget_s: float, out: Path, log_path: Path, overrides: list[str],
 
 def score_genlab(out: Path, text: str) -> dict:
     model = genlab.load(out)
-    block_size = json.loads((out / "config.json").read_text())["data"]["block_size"]
-    ids = model.tokenizer.encode(nanogpt_val_text(text))
-    loss, scored = nats_per_token(lambda x: model.token_log_likelihoods(x.to(model.device)), ids, block_size)
-    return {"nats_per_char": round(loss, 4), "chars_scored": scored, "block_size": block_size,
+    loss, scored = genlab_last_10_percent_loss(model, text)
+    return {"nats_per_char": round(loss, 4), "chars_scored": scored, "block_size": model.config.block_size,
             "parameters": sum(p.numel() for p in model.parameters())}
 
 
@@ -240,7 +224,7 @@ def fresh_scratch(scratch: Path) -> None:
     marker.write_text("scratch folder of bench/race_nanogpt.py; deleted and recreated on every run\n")
 
 
-def race_point(iters: int, copy: Path, scratch: Path, text: str, module, overhead_s: float, args, use_minutes: bool) -> dict:
+def race_point(iters: int, copy: Path, scratch: Path, text: str, module, overhead_s: float, args) -> dict:
     eval_interval = iters if args.quick else NANOGPT_EVAL_INTERVAL
     # A --quick run is shorter than one evaluation interval: evaluate (and so save) at its end.
     extra = [f"--eval_interval={iters}"] if args.quick else []
@@ -257,7 +241,7 @@ def race_point(iters: int, copy: Path, scratch: Path, text: str, module, overhea
     for attempt in range(2):
         print(f"[{iters} iterations] genlab, budget {budget:.1f} s ...", flush=True)
         run = run_genlab(budget, scratch / f"genlab-{iters}", scratch / f"genlab-{iters}-{attempt}.log",
-                         args.genlab_overrides, use_minutes)
+                         args.genlab_overrides)
         attempts.append(run)
         excess = run["process_wall_s"] - nano_wall
         if excess <= 0 or budget <= MIN_BUDGET_S:
@@ -304,23 +288,21 @@ def main() -> int:
     text = load_corpus("tinyshakespeare", data_root())  # checksummed; the same text for both
     copy = prepare_nanogpt(args.nanogpt, scratch, text)
     module = load_nanogpt_module(copy)
-    use_minutes = genlab_has_minutes()
-    print(f"genlab's budget goes in as {'--minutes' if use_minutes else 'train.time_budget_s (no --minutes yet)'}")
 
     print(f"measuring genlab's fixed overhead ({CALIBRATION_BUDGET_S:.0f} s budget) ...", flush=True)
     calibration = run_genlab(CALIBRATION_BUDGET_S, scratch / "genlab-overhead", scratch / "genlab-overhead.log",
-                             args.genlab_overrides, use_minutes)
+                             args.genlab_overrides)
     overhead_s = calibration["overhead_s"]
     print(f"  overhead {overhead_s:.1f} s ({calibration['process_wall_s']:.1f} s process)", flush=True)
 
-    points = [race_point(n, copy, scratch, text, module, overhead_s, args, use_minutes) for n in iters]
+    points = [race_point(n, copy, scratch, text, module, overhead_s, args) for n in iters]
 
     long_run = None
     if args.long_minutes > 0:
         print(f"\ngenlab alone, {args.long_minutes:g} minutes ...", flush=True)
         out = scratch / "genlab-long"
-        long_run = {**run_genlab(args.long_minutes * 60, out, scratch / "genlab-long.log", args.genlab_overrides,
-                                 use_minutes), **score_genlab(out, text)}
+        long_run = {**run_genlab(args.long_minutes * 60, out, scratch / "genlab-long.log", args.genlab_overrides),
+                    **score_genlab(out, text)}
         long_run["target_nats_per_char"] = TARGET_LONG
         long_run["meets_target"] = long_run["nats_per_char"] <= TARGET_LONG
 
@@ -329,7 +311,7 @@ def main() -> int:
         "quick": args.quick,
         "recipe": RECIPE,
         "genlab_overrides": args.genlab_overrides,
-        "genlab_budget_option": "--minutes" if use_minutes else "train.time_budget_s",
+        "genlab_budget_option": "--minutes",
         "nanogpt": {"repository": NANOGPT_REPOSITORY, "commit": NANOGPT_COMMIT, "source": str(args.nanogpt)},
         "scoring": "nats/char on text[int(0.9*len(text)):] of Tiny Shakespeare (nanoGPT's val split), characters "
                    "1..end each scored once from non-overlapping windows of each model's block_size + 1, fp32",

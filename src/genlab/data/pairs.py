@@ -102,6 +102,7 @@ import torch
 
 from ..errors import GenlabError, warn
 from .download import RemoteFile, data_root, ensure_files
+from .text import read_tokenizer_file
 
 __all__ = [
     "PAIR_DATASETS", "PAIR_TOKENIZERS", "SPECIAL_TOKENS", "PAD_ID", "BOS_ID", "EOS_ID", "UNK_ID", "USER_ID",
@@ -625,15 +626,7 @@ def pair_tokenizer_from_json(text: str, source: str = "tokenizer.json") -> PairT
 
 
 def load_pair_tokenizer(directory: Path) -> PairTokenizer:
-    path = Path(directory) / "tokenizer.json"
-    if not path.is_file():
-        raise GenlabError(f"{directory} has no tokenizer.json",
-                          "a text-pair model needs its tokenizer; copy the model directory as a whole")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise GenlabError(f"cannot read {path} ({e})", "restore the file or train the model again") from None
-    return pair_tokenizer_from_json(text, str(path))
+    return pair_tokenizer_from_json(*read_tokenizer_file(directory, "a text-pair model"))
 
 
 # ----------------------------------------------------------------------------- ids of one example

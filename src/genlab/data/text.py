@@ -362,16 +362,20 @@ def save_tokenizer(tokenizer, directory: Path) -> Path:
     return path
 
 
-def load_tokenizer(directory: Path):
+def read_tokenizer_file(directory: Path, model: str = "a text model") -> tuple[str, str]:
+    """(the text of DIRECTORY/tokenizer.json, its path), or a GenlabError saying what is wrong with it."""
     path = Path(directory) / TOKENIZER_NAME
     if not path.is_file():
         raise GenlabError(f"{directory} has no {TOKENIZER_NAME}",
-                          "a text model needs its tokenizer; copy the model directory as a whole")
+                          f"{model} needs its tokenizer; copy the model directory as a whole")
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8"), str(path)
     except (OSError, UnicodeDecodeError) as e:
         raise GenlabError(f"cannot read {path} ({e})", "restore the file or train the model again") from None
-    return tokenizer_from_json(text, str(path))
+
+
+def load_tokenizer(directory: Path):
+    return tokenizer_from_json(*read_tokenizer_file(directory))
 
 
 # ----------------------------------------------------------------------------- the data

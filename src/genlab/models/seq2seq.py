@@ -112,21 +112,27 @@ def _check_common(config, sizes: tuple[str, ...]) -> None:
 
 
 @dataclass
-class Seq2SeqConfig:
+class EncoderDecoderConfig:
+    """The settings both families share: the ones the data fills in, dropout, smoothing, tying."""
+
     vocab_size: int = 8000  # filled in from the data: the joint source/target vocabulary
     pad_id: int = 0  # filled in from the data
     bos_id: int = 1  # filled in from the data: the decoder's first input
     eos_id: int = 2  # filled in from the data: ends every source and every target
     max_source_len: int = 128  # filled in from the data: the longest source in tokens, EOS included
     max_target_len: int = 128  # filled in from the data: the longest target in tokens, BOS and EOS included
+    dropout: float = 0.1
+    label_smoothing: float = 0.1  # training loss only; validation reports the true likelihood
+    tie_embeddings: bool = True  # the output projection is the shared embedding matrix
+
+
+@dataclass
+class Seq2SeqConfig(EncoderDecoderConfig):
     d_model: int = 256  # the residual stream's width C; a multiple of n_head, even (sinusoids come in sin/cos pairs)
     n_head: int = 4
     n_encoder_layers: int = 3
     n_decoder_layers: int = 3
     d_ff: int = 1024  # the MLP's hidden width F (4C in the original model)
-    dropout: float = 0.1
-    label_smoothing: float = 0.1  # training loss only; validation reports the true likelihood
-    tie_embeddings: bool = True  # the output projection is the shared embedding matrix
 
     def __post_init__(self):
         _check_common(self, ("d_model", "n_head", "n_encoder_layers", "n_decoder_layers", "d_ff"))
@@ -136,20 +142,11 @@ class Seq2SeqConfig:
 
 
 @dataclass
-class GRUAttentionConfig:
-    vocab_size: int = 8000  # filled in from the data: the joint source/target vocabulary
-    pad_id: int = 0  # filled in from the data
-    bos_id: int = 1  # filled in from the data
-    eos_id: int = 2  # filled in from the data
-    max_source_len: int = 128  # filled in from the data (EOS included)
-    max_target_len: int = 128  # filled in from the data (BOS and EOS included)
+class GRUAttentionConfig(EncoderDecoderConfig):
     embedding_dim: int = 256  # the shared source/target embedding E
     hidden: int = 256  # the decoder's state, and each encoder direction's
     num_layers: int = 1  # stacked GRU layers in the encoder and in the decoder
     attention: str = "additive"  # additive (Bahdanau et al. 2015) | multiplicative (Luong et al. 2015, "general")
-    dropout: float = 0.1
-    label_smoothing: float = 0.1  # as seq2seq's, so the two families differ only in the network
-    tie_embeddings: bool = True  # the output projection is the shared embedding matrix
 
     def __post_init__(self):
         _check_common(self, ("embedding_dim", "hidden", "num_layers"))

@@ -107,6 +107,7 @@ class Trainer:
         # The budget clock (see the module docstring): seconds used in earlier sessions, the
         # measured length of a step and of the final evaluation, and the progress of the last step.
         self._budget_used_before = 0.0
+        self._start: float | None = None  # the clock when this session's loop began
         self._step_seconds = 0.0
         self._final_reserve_s = 0.0
         self.progress = 0.0
@@ -328,7 +329,6 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def fit(self, resume: bool = False) -> TrainResult:
-        self._start = self.clock()
         if resume:
             self.load_checkpoint()
             if self.early_stopped:
@@ -439,16 +439,16 @@ class Trainer:
 
     def budget_used(self) -> float:
         """Seconds of the time budget used so far, earlier sessions of a resumed run included."""
-        return self._budget_used_before + (self.clock() - self._start if hasattr(self, "_start") else 0.0)
+        return self._budget_used_before + (self.clock() - self._start if self._start is not None else 0.0)
 
     def _budget_clock(self) -> tuple[float, float, float]:
         """(budget used, seconds per step, final evaluation's reserve), the same on every rank:
         each rank's clock differs a little, and the ranks must agree on the learning rate and the last step."""
-        values = torch.tensor([self.budget_used(), self._step_seconds, self._final_reserve_s],
-                              dtype=torch.float64, device=self.device)
-        if self.dist.enabled:
-            values = all_reduce_sum_(values, self.dist) / self.dist.world_size
-        used, step_s, reserve_s = values.tolist()
+        values = (self.budget_used(), self._step_seconds, self._final_reserve_s)
+        if not self.dist.enabled:
+            return values
+        mean = all_reduce_sum_(torch.tensor(values, dtype=torch.float64, device=self.device), self.dist) / self.dist.world_size
+        used, step_s, reserve_s = mean.tolist()
         return used, step_s, reserve_s
 
     def _train_step(self, progress: float | None = None) -> dict[str, float]:
