@@ -277,3 +277,136 @@ def evaluate(model_dir, **options) -> dict:
     from .evaluation import evaluate as evaluate_model
 
     return evaluate_model(model_dir, **options)
+
+
+# ----------------------------------------------------------------------------- translation
+
+TRANSLATE_BATCH = 64  # sources decoded together (times the beams: rows in the decoder)
+
+
+def translation_model(model, purpose: str = "translation"):
+    """`model` (or the model in that directory), checked to be a translation model with its tokenizer."""
+    if isinstance(model, (str, Path)):
+        from .artifact import load
+
+        model = load(model)
+    where = getattr(model, "artifact_dir", None) or "this model"
+    if getattr(model, "data_kind", None) != "pairs" or "translate" not in model.capabilities:
+        instead = {"text": f"; to continue a prompt with it: genlab generate {where} --prompt \"...\""}.get(
+            getattr(model, "data_kind", None), "")
+        raise GenlabError(f"{purpose} needs a translation model; {where} is a {model.family} model of "
+                          f"{getattr(model, 'data_kind', '?')} data",
+                          f"train one with `genlab train translate-zh-en` (or translate-en-zh){instead}")
+    data = (model.artifact_config or {}).get("data", {})
+    name = data.get("name", "") if isinstance(data, dict) else ""
+    if name == "sgd" or name.startswith("dialogue:"):
+        raise GenlabError(f"{where} is a dialogue model ({name}): it answers a conversation rather than translating "
+                          "a text", "evaluate it with genlab eval; an interactive genlab chat is not built yet")
+    if model.tokenizer is None:
+        raise GenlabError(f"this {model.family} model has no tokenizer, so it cannot read text",
+                          "load a trained model with genlab.load(DIR)")
+    return model
+
+
+@torch.no_grad()
+def decode_sources(model, sources: list, config, *, batch_size: int = TRANSLATE_BATCH, progress: bool = False,
+                   desc: str = "translating") -> list:
+    """Per source (token ids ending in EOS), its hypotheses (genlab.sampling.seq2seq.Hypothesis,
+    best first for beam search): the sources are decoded in batches of similar length (less
+    padding) and returned in the order given. One generator, seeded with config.seed, draws for
+    every batch when sampling."""
+    from tqdm import tqdm
+
+    from .sampling.seq2seq import seq2seq_generate
+
+    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+    generator = torch.Generator(model.device).manual_seed(config.seed)
+    out: list = [None] * len(sources)
+    with tqdm(total=len(sources), disable=not progress, unit="sentence", desc=desc, leave=False) as bar:
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            for i, hypotheses in zip(chunk, seq2seq_generate(model, [sources[i] for i in chunk], config,
+                                                             generator=generator)):
+                out[i] = hypotheses
+            bar.update(len(chunk))
+    return out
+
+
+def translate(model, texts: str | list[str], *, num_beams: int | None = None, n_best: int = 1, max_new_tokens: int | None = None,
+              temperature: float = 0.0, top_p: float | None = None, seed: int = 0, length_penalty: float = 0.6,
+              batch_size: int = TRANSLATE_BATCH, keep_empty: bool = False, progress: bool = False) -> list:
+    """Translate texts with a translation model (a loaded model or its directory).
+
+    Beam search with num_beams beams (default 4; GNMT length penalty `length_penalty`), or with
+    temperature > 0 sampling (num_beams 1, optionally with top_p). Returns one entry per
+    text: its translation (a str) when n_best == 1, else its n_best hypotheses, best first, as
+    dicts {"text", "score", "log_prob", "finished"} (score: log_prob over the length penalty in
+    beam search; finished: it ended before max_new_tokens, default the model's longest target).
+
+    A text longer than the model's source window is cut to it, and characters the vocabulary
+    never saw are read as their UTF-8 bytes: each with a notice on stderr. An empty text is an
+    error, or (keep_empty=True, as for the blank lines of a file) an empty translation.
+
+        genlab.translate(genlab.load("runs/t"), ["我们走吧。", "你好吗？"])   # ["Let's go.", "How are you?"]
+    """
+    from .data.pairs import translation_source_ids
+    from .errors import warn
+    from .sampling.seq2seq import Seq2SeqGenerationConfig
+
+    model = translation_model(model)
+    texts = [texts] if isinstance(texts, str) else texts
+    if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
+        raise GenlabError("texts must be a string or a list of strings")
+    texts = list(texts)
+    if not texts:
+        raise GenlabError("there is no text to translate", "give at least one text")
+    if num_beams is None:  # beam search, unless a temperature asks for sampling
+        num_beams = 1 if isinstance(temperature, (int, float)) and temperature > 0 else 4
+    config = from_dict(Seq2SeqGenerationConfig, {
+        "num_beams": num_beams, "num_return_sequences": n_best, "temperature": temperature, "top_p": top_p, "seed": seed,
+        "length_penalty": length_penalty,
+        "max_new_tokens": max_new_tokens if max_new_tokens is not None else model.config.max_target_len}, "translation")
+    check_range("batch_size", batch_size, 1, 4096)
+    sources, cut, unknown, unknown_chars = _translation_sources(model, texts, keep_empty, translation_source_ids)
+    if cut:
+        warn(f"{cut} text(s) longer than the model's {model.config.max_source_len} source tokens were cut to their "
+             f"first {model.config.max_source_len - 1} tokens; the rest is not translated (split long texts into sentences)")
+    if unknown:
+        shown = ", ".join(repr(c) for c in unknown_chars[:8]) + (", ..." if len(unknown_chars) > 8 else "")
+        warn(f"{unknown} character(s) are not in the model's vocabulary ({shown}): each is read as its UTF-8 bytes, "
+             "which the model rarely saw in training, so expect a poor translation of them")
+    present = [i for i, s in enumerate(sources) if s is not None]
+    decoded = decode_sources(model, [sources[i] for i in present], config, batch_size=batch_size, progress=progress)
+    results: list = [[] for _ in texts]
+    for i, hypotheses in zip(present, decoded):
+        ranked = sorted(hypotheses, key=lambda h: -h.score)  # sampling returns them in the order drawn
+        results[i] = [{"text": model.target_text(h.tokens), "score": h.score, "log_prob": h.log_prob,
+                       "finished": h.finished} for h in ranked]
+    unfinished = sum(not r[0]["finished"] for r in results if r)
+    if unfinished:
+        warn(f"{unfinished} translation(s) reached max_new_tokens={config.max_new_tokens} before ending")
+    return [(r[0]["text"] if r else "") for r in results] if n_best == 1 else results
+
+
+def _translation_sources(model, texts: list[str], keep_empty: bool, source_ids) -> tuple[list, int, int, list[str]]:
+    """Each text's source ids (None for an empty text kept as such), how many were cut, and the
+    count and the distinct characters the vocabulary lacks."""
+    tokenizer, longest = model.tokenizer, model.config.max_source_len
+    sources, cut, unknown, unknown_chars = [], 0, 0, {}
+    for i, text in enumerate(texts):
+        if not tokenizer.normalize(text):
+            if not keep_empty:
+                which = "the text" if len(texts) == 1 else f"text {i + 1} of {len(texts)}"
+                raise GenlabError(f"{which} to translate is empty", "give some text (whitespace alone does not count)")
+            sources.append(None)
+            continue
+        ids, was_cut = source_ids(tokenizer, text, longest)
+        cut += was_cut
+        count = tokenizer.unknown_count(ids)  # of what is translated (a cut text's kept part)
+        if count:
+            unknown += count
+            unknown_chars.update(dict.fromkeys(tokenizer.unknown_characters(text)))
+        sources.append(ids.tolist())
+    if all(s is None for s in sources):
+        raise GenlabError("there is no text to translate: every line is empty", "give some text")
+    return sources, cut, unknown, list(unknown_chars)

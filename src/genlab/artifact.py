@@ -18,7 +18,8 @@ from safetensors.torch import load_file
 
 from ._version import __version__
 from .config import from_dict
-from .data.text import load_tokenizer, save_tokenizer
+from .data.text import save_tokenizer
+from .data.tokenizer_files import load_tokenizer  # text and text-pair tokenizers alike
 from .errors import GenlabError
 from .registry import get_family
 from .fileio import atomic_save_safetensors, atomic_write_text
