@@ -13,9 +13,10 @@
 """
 
 from ._version import __version__
-from .api import evaluate, generate, sample, train, translate
+from .api import evaluate, generate, sample, train
 from .artifact import load
 from .config import list_recipes
 from .errors import GenlabError
+from .tasks.textpairs import chat, chat_stream, translate
 
-__all__ = ["__version__", "load", "train", "sample", "generate", "translate", "evaluate", "list_recipes", "GenlabError"]
+__all__ = ["__version__", "load", "train", "sample", "generate", "translate", "chat", "chat_stream", "evaluate", "list_recipes", "GenlabError"]

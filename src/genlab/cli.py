@@ -66,6 +66,15 @@ self-BLEU of n samples (temperature 1) beside the same metrics of n real snippet
 Blank input lines give blank output lines (no rows with --n-best). A text longer than the
 model's source window is cut to it, and characters its vocabulary never saw are read as
 bytes: each with a notice. `genlab eval MODEL` scores the model with sacreBLEU and chrF.""",
+    "chat": """examples:
+  genlab train chat-sgd --minutes 20 -o runs/chat              # a task-oriented assistant (Schema-Guided Dialogue)
+  genlab chat runs/chat                                         # interactive: /reset forgets, /quit (or Ctrl-D) leaves
+  genlab chat runs/chat --once "I need a bus to Fresno on March 3rd"
+  genlab chat runs/chat --temperature 0.8 --top-p 0.9 --seed 1 # sampled replies
+
+The model reads the last turns of the conversation it was trained with (data.context_turns),
+each after its speaker tag; a conversation longer than its source window loses its oldest
+turns, with a notice. Replies are streamed as they are decoded (greedy unless --temperature).""",
     "info": "examples:\n  genlab info runs/vae-digits-...\n  genlab info runs/vae-digits-... --json | jq .metrics.test",
     "recipes": "example:\n  genlab recipes",
     "datasets": "example:\n  genlab datasets",
@@ -176,6 +185,15 @@ Run `genlab COMMAND --help` for a command's options and examples.""",
     p.add_argument("--seed", type=SEED_OPTION, default=0, help="sampling: the random seed (default 0)")
     p.add_argument("--batch-size", type=bounded_int("--batch-size", 1, 4096), default=64,
                    help="texts decoded together (default 64)")
+
+    p = add("chat", "talk with a dialogue model (seq2seq, gru-attention trained on conversations): interactive or --once")
+    p.add_argument("model", help="model directory of a dialogue model")
+    p.add_argument("--once", metavar="TEXT", help="answer this one user message and exit (for scripts)")
+    p.add_argument("--max-new-tokens", type=bounded_int("--max-new-tokens", 1, MAX_CLI_NEW_TOKENS),
+                   help="longest reply in tokens (default: the model's longest training target)")
+    p.add_argument("--temperature", "-t", type=float, default=0.0, help="> 0 samples replies (default 0: greedy)")
+    p.add_argument("--top-p", type=float, help="sampling: keep the smallest set of tokens holding this probability")
+    p.add_argument("--seed", type=SEED_OPTION, default=0, help="sampling: the random seed (default 0)")
 
     p = add("eval", "measure a model: likelihood bounds and sample quality (FD, KD, precision/recall, ...)")
     p.add_argument("model", help="model directory")
@@ -360,7 +378,7 @@ def _translation_input(args) -> tuple[list[str], bool]:
 
 
 def _cmd_translate(args) -> None:
-    from .api import translate
+    from .tasks.textpairs import translate
 
     check_outputs(args)
     texts, lines = _translation_input(args)
@@ -389,6 +407,62 @@ def _cmd_translate(args) -> None:
     except OSError as e:
         raise GenlabError(f"cannot write {args.output}: {e.strerror or e}", "choose a writable output path") from None
     print(f"wrote {len(results)} translation{'s' if len(results) != 1 else ''} to {args.output}")
+
+
+CHAT_HELP = "type a message and press Enter; /reset forgets the conversation, /quit (or Ctrl-D) leaves"
+
+
+def _cmd_chat(args) -> None:
+    from .tasks.textpairs import chat_stream, pair_model
+
+    model = pair_model(args.model, dialogue=True)
+    settings = {"temperature": args.temperature, "top_p": args.top_p, "max_new_tokens": args.max_new_tokens,
+                "seed": args.seed}
+
+    def reply(history: list) -> str:
+        pieces = []
+        for piece in chat_stream(model, history, **settings):
+            pieces.append(piece)
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        return "".join(pieces)
+
+    if args.once is not None:
+        reply([("user", args.once)])
+        return
+    interactive = sys.stdin is not None and sys.stdin.isatty()
+    if interactive:
+        print(CHAT_HELP, file=sys.stderr)
+    history: list = []
+    while True:
+        if interactive:
+            sys.stderr.write("you> ")
+            sys.stderr.flush()
+        line = sys.stdin.readline() if sys.stdin is not None else ""
+        if not line:  # end of input
+            break
+        text = line.strip()
+        if text in ("/quit", "/exit"):
+            break
+        if text == "/reset":
+            history = []
+            print("(conversation forgotten)", file=sys.stderr)
+            continue
+        if text.startswith("/"):
+            print(f"genlab: unknown command {text.split()[0]}; {CHAT_HELP}", file=sys.stderr)
+            continue
+        if not text:
+            continue
+        if interactive:
+            sys.stdout.write("assistant> ")
+        history.append(("user", text))
+        try:
+            history.append(("assistant", reply(history)))
+        except GenlabError as e:  # a message the model cannot take: say so and keep the session
+            history.pop()
+            print(f"genlab: {e}", file=sys.stderr)
 
 
 def _cmd_eval(args) -> None:
@@ -528,7 +602,7 @@ def _cmd_apply(args) -> None:
 
 
 COMMANDS = {"train": _cmd_train, "sample": _cmd_sample, "generate": _cmd_generate, "translate": _cmd_translate,
-            "eval": _cmd_eval,
+            "chat": _cmd_chat, "eval": _cmd_eval,
             "info": _cmd_info, "recipes": _cmd_recipes, "datasets": _cmd_datasets, "apply": _cmd_apply,
             "serve": _cmd_serve, "compose": _cmd_apply, "tune": _cmd_tune}
 

@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..api import decode_sources
 from ..config import from_dict
 from ..data.pairs import (PAIR_DATASETS, PairData, PairDataSpec, load_pair_data, load_pair_tokenizer,
                           pair_dataset_status)
@@ -34,6 +33,7 @@ from ..data.splits import parse_against
 from ..errors import GenlabError
 from ..metrics.text import distinct_n
 from ..registry import Catalogue, DataKind, register_data_kind
+from ..tasks.textpairs import decode_sources, is_dialogue_data
 from ..tensors import eval_mode
 
 EVAL_BEAMS = 4
@@ -201,16 +201,11 @@ def report(result: dict) -> list[str]:
 # ----------------------------------------------------------------------------- the other commands
 
 
-def _is_dialogue(data: dict) -> bool:
-    name = data.get("name", "") if isinstance(data, dict) else ""
-    return name == "sgd" or name.startswith("dialogue:")
-
-
 def translate_instead(model, options: dict) -> None:
     model_dir = options["model_dir"]
-    if _is_dialogue((model.artifact_config or {}).get("data")):
+    if is_dialogue_data((model.artifact_config or {}).get("data")):
         raise GenlabError(f"{model_dir} is a dialogue model: it answers a conversation rather than drawing samples",
-                          f"measure it with genlab eval {model_dir} (an interactive genlab chat is not built yet)")
+                          f"genlab chat {model_dir} (or --once \"text\" for one reply)")
     raise GenlabError(f"{model_dir} is a translation model: it translates a text rather than drawing samples",
                       f'genlab translate {model_dir} "text to translate" (or lines from a file: --input FILE)')
 
@@ -219,11 +214,11 @@ def next_steps(run_dir) -> str:
     from ..artifact import read_config
 
     try:
-        dialogue = _is_dialogue(read_config(run_dir).get("data"))
+        dialogue = is_dialogue_data(read_config(run_dir).get("data"))
     except GenlabError:
         dialogue = False
     if dialogue:
-        return f"next: genlab eval {run_dir}"
+        return f"next: genlab chat {run_dir}   |   genlab eval {run_dir}"
     return f'next: genlab translate {run_dir} "text"   |   genlab eval {run_dir}'
 
 
@@ -231,7 +226,7 @@ PAIRS = register_data_kind(DataKind(
     name="pairs",
     spec_class=PairDataSpec,
     load=load,
-    catalogue=Catalogue("text pairs: translation and dialogue (seq2seq, gru-attention; genlab translate)",
+    catalogue=Catalogue("text pairs: translation and dialogue (seq2seq, gru-attention; genlab translate, genlab chat)",
                         PAIR_DATASETS, pair_dataset_status),
     evaluate=evaluate_pairs,
     report=report,
