@@ -1,0 +1,184 @@
+"""Benchmark: English<->Chinese translation on Tatoeba (the fixed split), Transformer vs GRU baseline.
+
+For each direction (zh-en, en-zh) and model (seq2seq: recipe translate-DIR; gru: the GRU
+encoder-decoder with attention, recipe translate-zh-en-gru with data.direction=DIR), trains for the
+same wall-clock budget (`genlab train RECIPE --minutes M`, the schedule over the budget), then
+decodes the whole fixed test split (2,402 pairs) with beam 4 and scores it with sacreBLEU (BLEU
+with the zh tokenizer into Chinese, 13a into English) and chrF, through `genlab eval` itself.
+Reported beside them: training tokens/s (source + target tokens, padding excluded), steps, and
+a curve of BLEU against training minutes: at each of the run's validation passes, a callback
+decodes the first 200 validation pairs greedily (the time it takes counts against the budget).
+
+Decoding speed (--speed, on the zh-en Transformer): tokens/s of greedy decoding with and without
+the decoder's KV and cross-attention caches, exactly 64 new tokens per source (EOS suppressed),
+at batch 1 and batch 64; the tokens must be identical.
+
+    GENLAB_DATA_DIR=../shared/data python bench/translate.py                 # 4 runs of 20 minutes + eval
+    python bench/translate.py --runs zh-en/seq2seq --minutes 20 --speed      # one run, then decoding speed
+    python bench/translate.py --quick                                        # the plumbing, in ~2 minutes
+
+Results accumulate in bench/results/translate.json (one entry per direction/model; newest wins).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("GENLAB_DATA_DIR", str(REPO.parent / "shared" / "data"))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import genlab  # noqa: E402
+from common import RESULTS, fresh_run_dir, machine, write_result  # noqa: E402
+from genlab.training import Callback  # noqa: E402
+
+RUNS = ("zh-en/seq2seq", "zh-en/gru", "en-zh/seq2seq", "en-zh/gru")
+CURVE_PAIRS = 200
+QUICK = {"seq2seq": ["model.d_model=32", "model.n_head=2", "model.n_encoder_layers=1", "model.n_decoder_layers=1",
+                     "model.d_ff=64"],
+         "gru": ["model.embedding_dim=32", "model.hidden=32"]}
+QUICK_DATA = ["data.limit=300", "data.vocab_size=1000"]
+
+
+def recipe_of(direction: str, model: str) -> tuple[str, list[str]]:
+    if model == "seq2seq":
+        return f"translate-{direction}", []
+    return "translate-zh-en-gru", [f"data.direction={direction}"]
+
+
+class BleuCurve(Callback):
+    """At every validation pass: greedy BLEU on the first CURVE_PAIRS validation pairs, against
+    the minutes since training began."""
+
+    def __init__(self, started: float):
+        self.started, self.points = started, []
+
+    def on_evaluation(self, trainer, val_metrics) -> bool:
+        from genlab.kinds.pairs import translation_scores
+        from genlab.sampling.seq2seq import Seq2SeqGenerationConfig
+        from genlab.tasks.textpairs import decode_sources
+        from genlab.tensors import eval_mode
+
+        model, data = trainer.model, trainer.data
+        part = data.split("val")
+        count = min(CURVE_PAIRS, len(part))
+        sources = [part.src[i, : part.src_len[i]].tolist() for i in range(count)]
+        config = Seq2SeqGenerationConfig(max_new_tokens=model.config.max_target_len)
+        with eval_mode(model):
+            outputs = [model.target_text(h[0].tokens) for h in decode_sources(model, sources, config)]
+        bleu = translation_scores(outputs, list(part.targets[:count]), data.target_language)["bleu"]
+        self.points.append({"minutes": round((time.perf_counter() - self.started) / 60, 2), "step": trainer.step,
+                            "val_loss": round(float(val_metrics.get("loss", float("nan"))), 4),
+                            "greedy_bleu_val200": round(bleu, 2)})
+        print(f"  {self.points[-1]}", flush=True)
+        return False
+
+
+def train_and_score(name: str, minutes: float, out_root: Path, quick: bool) -> dict:
+    direction, model_name = name.split("/")
+    recipe, overrides = recipe_of(direction, model_name)
+    overrides = [*overrides, "train.progress=false", *((QUICK_DATA + QUICK[model_name]) if quick else [])]
+    out = fresh_run_dir(out_root / f"{direction}-{model_name}")
+    started = time.perf_counter()
+    curve = BleuCurve(started)
+    genlab.train(recipe, overrides, out=out, minutes=minutes, callbacks=[curve])
+    train_wall = time.perf_counter() - started
+    metrics = json.loads((out / "metrics.json").read_text())
+    t0 = time.perf_counter()
+    result = genlab.evaluate(out, against="test", progress=False, n=100 if quick else None)
+    eval_wall = time.perf_counter() - t0
+    scores = result["scores"]
+    return {"direction": direction, "model": model_name, "recipe": recipe, "overrides": overrides, "minutes": minutes,
+            "run_dir": str(out.relative_to(REPO)) if out.is_relative_to(REPO) else str(out),
+            "parameters": sum(t.numel() for t in genlab.load(out).parameters()),
+            "steps": metrics["training"]["steps"], "train_wall_s": round(train_wall, 1),
+            "tokens_per_s": metrics["training"].get("tokens_per_s"),
+            "test_sentences": result["sentences"], "beams": result["decoding"]["num_beams"],
+            "bleu": round(scores["bleu"], 2), "chrf": round(scores["chrf"], 2),
+            "bleu_signature": scores["bleu_signature"], "chrf_signature": scores["chrf_signature"],
+            "test_nats_per_token": round(result["likelihood"]["loss"], 4), "eval_wall_s": round(eval_wall, 1),
+            "curve": curve.points, "examples": result["examples"]}
+
+
+@torch.no_grad()
+def decoding_speed(run_dir: Path, quick: bool) -> dict:
+    """Greedy decoding tokens/s with and without the caches: 64 new tokens per source, EOS suppressed."""
+    from genlab.data.pairs import PairDataSpec, load_pair_data
+    from genlab.config import from_dict
+    from genlab.sampling.seq2seq import Seq2SeqGenerationConfig, seq2seq_generate
+    from genlab.tensors import eval_mode
+
+    model = genlab.load(run_dir)
+    data = load_pair_data(from_dict(PairDataSpec, model.artifact_config["data"], "data"), tokenizer=model.tokenizer)
+    part = data.split("test")
+    record = {"new_tokens": 64}
+    for batch in (1, 64):
+        count = batch * (2 if quick else (8 if batch == 1 else 2))
+        sources = [part.src[i, : part.src_len[i]].tolist() for i in range(count)]
+        outputs = {}
+        for use_cache in (True, False):
+            config = Seq2SeqGenerationConfig(max_new_tokens=64, use_cache=use_cache, suppress_tokens=(model.config.eos_id,))
+            with eval_mode(model):
+                t0 = time.perf_counter()
+                tokens = [h[0].tokens for start in range(0, count, batch)
+                          for h in seq2seq_generate(model, sources[start : start + batch], config)]
+                wall = time.perf_counter() - t0
+            outputs[use_cache] = tokens
+            record[f"batch{batch}_{'cached' if use_cache else 'uncached'}_tokens_per_s"] = \
+                round(sum(map(len, tokens)) / wall, 1)
+        record[f"batch{batch}_identical"] = outputs[True] == outputs[False]
+        record[f"batch{batch}_speedup"] = round(record[f"batch{batch}_cached_tokens_per_s"]
+                                                / record[f"batch{batch}_uncached_tokens_per_s"], 2)
+    return record
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", default=",".join(RUNS), help=f"direction/model pairs (default {','.join(RUNS)})")
+    parser.add_argument("--minutes", type=float, default=20.0, help="training budget per model (default 20)")
+    parser.add_argument("--speed", action="store_true", help="also measure decoding speed on the zh-en Transformer")
+    parser.add_argument("--speed-only", action="store_true", help="only the decoding speed (of an existing run)")
+    parser.add_argument("--quick", action="store_true", help="tiny models, 0.3 minutes: check the plumbing")
+    parser.add_argument("--out", default=str(REPO / "runs" / "bench-translate"))
+    args = parser.parse_args()
+    minutes = 0.3 if args.quick else args.minutes
+    out_root = Path(args.out + ("-quick" if args.quick else ""))
+    results_path = RESULTS / ("translate-quick.json" if args.quick else "translate.json")
+    record = json.loads(results_path.read_text()) if results_path.is_file() else {"benchmark": "translate", "runs": {}}
+    names = [] if args.speed_only else [n.strip() for n in args.runs.split(",") if n.strip()]
+    for name in names:
+        if name not in RUNS:
+            parser.error(f"unknown run {name!r}; use some of {', '.join(RUNS)}")
+        print(f"{name}: training for {minutes:g} minutes", flush=True)
+        record["runs"][name] = train_and_score(name, minutes, out_root, args.quick)
+        record.update(machine=machine("cpu"), date=time.strftime("%Y-%m-%d %H:%M:%S"), genlab_version=genlab.__version__)
+        write_result(record, results_path)  # after every run: a long benchmark keeps what it measured
+        r = record["runs"][name]
+        print(f"{name}: BLEU {r['bleu']:.2f}  chrF {r['chrf']:.2f}  ({r['steps']} steps, {r['tokens_per_s']} tokens/s)",
+              flush=True)
+    if args.speed or args.speed_only:
+        record["decoding_speed"] = decoding_speed(out_root / "zh-en-seq2seq", args.quick)
+        write_result(record, results_path)
+
+    print(f"\n{'run':<16}{'minutes':>8}{'steps':>7}{'tokens/s':>10}{'BLEU':>8}{'chrF':>8}  test nats/token")
+    for name, r in record["runs"].items():
+        print(f"{name:<16}{r['minutes']:>8g}{r['steps']:>7}{r['tokens_per_s'] or 0:>10.0f}{r['bleu']:>8.2f}"
+              f"{r['chrf']:>8.2f}  {r['test_nats_per_token']}")
+    for direction in ("zh-en", "en-zh"):
+        a, b = record["runs"].get(f"{direction}/seq2seq"), record["runs"].get(f"{direction}/gru")
+        if a and b:
+            print(f"{direction}: Transformer - GRU = {a['bleu'] - b['bleu']:+.2f} BLEU")
+    if "decoding_speed" in record:
+        print("decoding speed (64 new tokens):", json.dumps(record["decoding_speed"]))
+    print(f"wrote {results_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
