@@ -126,3 +126,12 @@ MAX_ITEM_TEXT = 200  # characters of one item id or title substring
 # Appended for diffusion sampling (genlab sample --steps/--sampler/--guidance, genlab.sample).
 MAX_DIFFUSION_TIMESTEPS = 10_000  # model.timesteps (T); a sampler takes 1..T steps
 MAX_GUIDANCE = 100.0  # classifier-free guidance scale w (0 = unconditional, 1 = conditional)
+
+
+# Appended for translation and chat over HTTP (POST /v1/translations, POST /v1/chat/completions).
+MAX_TRANSLATION_TEXTS = 32  # texts in one translation request (decoded together, in batches)
+MAX_TRANSLATION_CHARS = 2000  # characters of one text (the model reads at most its source window of it)
+MAX_PAIR_NEW_TOKENS = 256  # max_tokens of one translation or chat reply (a sentence model's targets are far shorter)
+MAX_CHAT_MESSAGES = 64  # messages in one conversation (the model reads only its last data.context_turns turns)
+MAX_CHAT_MESSAGE_CHARS = 4000  # characters of one message
+MAX_LENGTH_PENALTY = 10.0  # beam search's GNMT alpha (0 ranks by total log-probability)

@@ -36,7 +36,8 @@ GET  /metrics                      Prometheus text: genlab_requests_total{endpoi
                                    genlab_errors_total{code}, genlab_models_loaded, genlab_model_loaded{model,family},
                                    genlab_inference_jobs / _capacity / _rejected_total
 GET  /v1/models                    {"object": "list", "data": [{id, object: "model", created, family, data_kind,
-                                   capabilities, endpoints, recipe, classes, description: from the model's own
+                                   capabilities, endpoints (the routes that serve it: a text-pair model lists
+                                   /v1/translations or /v1/chat/completions), recipe, classes, description: from its own
                                    config, e.g. "conditional vae on mnist", "gpt on file:notes.txt (char tokens)"}]};
                                    a model that cannot be loaded (damaged config.json, weights that do not match
                                    it) is listed as {id, object, created, error, hint}
@@ -62,6 +63,22 @@ POST /v1/completions               JSON, OpenAI shape: {model, prompt (<= 8000 c
                                        usage: {prompt_tokens, completion_tokens, total_tokens}}
                                    stream: true -> text/event-stream of `data: {...same shape, one piece...}`
                                    lines, a last chunk per choice with its finish_reason, then `data: [DONE]`
+POST /v1/translations              JSON {model, text: string | up to 32 strings (<= 2000 chars each), num_beams: 1..16
+                                   (default 4; 1 with a temperature), n_best: 1..16 = 1, max_tokens: 1..256 (default:
+                                   the model's longest target), temperature: 0..2 = 0 (> 0 samples), top_p: (0, 1],
+                                   seed, length_penalty: 0..10 = 0.6}  (translation models: genlab.translate)
+                                   -> {object: "translation", model, translations: [one per text: a string, or with
+                                       n_best > 1 its hypotheses best first: {text, score, log_prob, finished}]}
+POST /v1/chat/completions          JSON, OpenAI chat shape: {model, messages: [{role: user | assistant | system, content
+                                   (<= 4000 chars)}] (<= 64, the last the user's; system messages are set aside),
+                                   max_tokens: 1..256, temperature: 0..2 = 0 (greedy), top_p: (0, 1], seed, stream: bool}
+                                   (dialogue models: genlab.chat)
+                                   -> {id, object: "chat.completion", created, model, choices: [{index: 0, message:
+                                       {role: "assistant", content}, finish_reason: "stop" | "length"}], usage}
+                                   stream: true -> text/event-stream of `data: {id, object: "chat.completion.chunk",
+                                   created, model, choices: [{index: 0, delta: {content}, finish_reason: null}]}` (the
+                                   first delta {role: "assistant", content: ""}), a last chunk with delta {} and its
+                                   finish_reason, then `data: [DONE]`
 POST /v1/music/compositions        JSON {model, bars: 1..64 = 16, seed, temperature: 0..2 = 1, top_p: (0, 1],
                                    tempo: 20..300 bpm, key: "C major" ..., prompt_midi: base64 MIDI (<= 1 MiB),
                                    response_format: "json" | "midi" | "wav" | "png"}
@@ -121,6 +138,8 @@ from .guard import AccessPolicy, RequestGuard
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
 from .models import models_router
+from .pairs import JSON_BODIES as PAIR_BODIES
+from .pairs import pairs_router
 from .runtime import InferencePool, ModelStore
 from .sampling import JSON_BODIES, sampling_router
 from .schemas import ErrorResponse
@@ -163,13 +182,13 @@ def create_app(models_dir: str | Path, *, max_loaded_models: int = 4, workers: i
                   description=API_REFERENCE, responses={"default": {"model": ErrorResponse, "description": ERRORS}})
     app.state.store, app.state.pool, app.state.metrics, app.state.access = store, pool, metrics, access
     routes = application_routes()
-    json_bodies = {**JSON_BODIES, **{r.path: r.form for _, r in routes if r.body == "json"}}
+    json_bodies = {**JSON_BODIES, **PAIR_BODIES, **{r.path: r.form for _, r in routes if r.body == "json"}}
     app.add_middleware(RequestGuard, metrics=metrics, json_bodies=set(json_bodies),
                        multipart_bodies={r.path for _, r in routes if r.body == "multipart"}, access=access,
                        read_timeout_s=read_timeout_s)
     add_error_handlers(app, json_bodies)
     _add_service_routes(app, store, pool, metrics)
-    routers = (models_router(), sampling_router(), applications_router())
+    routers = (models_router(), sampling_router(), pairs_router(), applications_router())
     for router in routers:
         app.include_router(router)
     api_routes = [r for r in app.routes if getattr(r, "methods", None)] + [r for router in routers for r in router.routes]

@@ -13,16 +13,34 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import GenlabError
 from ..imageio import display_scale, grid_picture
 from ..imageio import png_bytes as encode_png
 from .runtime import APIError, JobTimeout, ModelStore
 
-def _model_for(store: ModelStore, name: str, data_kind: str, capability: str, purpose: str):
+TRANSLATIONS, CHAT_COMPLETIONS = "/v1/translations", "/v1/chat/completions"
+
+
+def pair_endpoint(data) -> str:
+    """The route a text-pair model answers, by what it was trained on: conversations or translations."""
+    from ..tasks.textpairs import is_dialogue_data
+
+    return CHAT_COMPLETIONS if is_dialogue_data(data) else TRANSLATIONS
+
+
+def _endpoint_of(model) -> str:
+    """The route that draws from `model` (for hints): its data kind's, or a text-pair model's own."""
     from ..registry import get_data_kind
 
+    if model.data_kind == "pairs":
+        return pair_endpoint((getattr(model, "artifact_config", None) or {}).get("data"))
+    return get_data_kind(model.data_kind).endpoint or "GET /v1/models"
+
+
+def _model_for(store: ModelStore, name: str, data_kind: str, capability: str, purpose: str):
     model = store.get(name)
     if model.data_kind != data_kind:
-        endpoint = get_data_kind(model.data_kind).endpoint or "GET /v1/models"
+        endpoint = _endpoint_of(model)
         raise APIError(400, f"{purpose} needs a model of kind {data_kind!r}; model {name!r} is a {model.family} "
                        f"model of kind {model.data_kind!r}", f"use {endpoint} with this model, or pick another "
                        "model from GET /v1/models", param="model")
@@ -94,3 +112,103 @@ def complete(model, prompt: str, config, deadline: float, emit=None, cancelled=N
     rows, prompt_length = continuations(model, prompt, config, on_piece=emit, keep_going=keep_going)
     return Completion([row.text for row in rows], ["stop" if row.stopped else "length" for row in rows],
                       [row.tokens for row in rows], prompt_length)
+
+
+# ----------------------------------------------------------------------------- translation and chat
+
+# The request's names for the options genlab.translate and genlab.chat name otherwise (in their errors).
+PAIR_PARAMS = {"num_return_sequences": "n_best", "max_new_tokens": "max_tokens"}
+
+
+def pair_model(store: ModelStore, name: str, *, dialogue: bool):
+    """Model `name`, checked to be a dialogue model (dialogue=True) or a translation model; another
+    model is a 400 naming the route it does answer."""
+    from ..tasks.textpairs import is_dialogue_data, pair_model as checked
+
+    model = store.get(name)
+    purpose, route = ("chat", CHAT_COMPLETIONS) if dialogue else ("translation", TRANSLATIONS)
+    wanted = "a dialogue model (trained on conversations: sgd, dialogue:FILE)" if dialogue else \
+        "a translation model (trained on pairs: tatoeba-cmn, pairs:FILE)"
+    if model.data_kind != "pairs" or "translate" not in model.capabilities:
+        raise APIError(400, f"{purpose} needs {wanted}; model {name!r} is a {model.family} model of kind "
+                       f"{model.data_kind!r}", f"use {_endpoint_of(model)} with this model, or pick a model that "
+                       f"lists {route} in GET /v1/models", param="model")
+    if is_dialogue_data((model.artifact_config or {}).get("data")) != dialogue:
+        what = "a dialogue model: it answers a conversation" if not dialogue else \
+            "a translation model: it translates a text"
+        raise APIError(400, f"model {name!r} is {what}, so {route} does not serve it",
+                       f"use POST {_endpoint_of(model)} with this model", param="model")
+    return checked(model, dialogue=dialogue)
+
+
+def _request_names(error: GenlabError, field: str | None = None) -> GenlabError:
+    """A GenlabError of genlab.translate / genlab.chat with the HTTP request's field names; one about
+    no option in particular is about `field` when given (chat's: the messages)."""
+    for option, name in PAIR_PARAMS.items():
+        error.message = error.message.replace(option, name)
+        if error.param == option:
+            error.param = name
+            if name not in error.message:  # "beam search returns at most num_beams (4) sequences, not 5"
+                error.message = f"{name}: {error.message}"
+    error.param = error.param or field
+    return error
+
+
+def translation(model, body) -> list:
+    """genlab.translate of the request's texts with its settings: one entry per text, a string, or
+    (n_best > 1) its hypotheses best first as {text, score, log_prob, finished}."""
+    from ..tasks.textpairs import translate
+
+    try:
+        return translate(model, body.text, num_beams=body.num_beams, n_best=body.n_best, max_new_tokens=body.max_tokens,
+                         temperature=body.temperature, top_p=body.top_p, seed=body.seed,
+                         length_penalty=body.length_penalty)
+    except GenlabError as e:
+        raise _request_names(e) from None
+
+
+@dataclass
+class ChatReply:
+    text: str
+    finish_reason: str  # "stop" (the model ended its turn) or "length" (max_tokens reached first)
+    prompt_tokens: int
+    completion_tokens: int
+
+
+def chat_reply(model, body, deadline: float, emit=None, cancelled=None) -> ChatReply:
+    """The reply genlab.chat gives to body.messages with the body's settings, and (emit) the pieces
+    genlab.chat_stream yields for it, as they are decoded; it stops at `deadline` (JobTimeout) or
+    when `cancelled` (a threading.Event) is set.
+
+    This follows chat_stream token by token rather than calling it, because the reply's
+    finish_reason needs what chat and chat_stream do not return: whether decoding ended with the
+    model's end of turn or ran out of max_tokens. tests/test_serve_pairs.py checks the text and
+    the pieces against genlab.chat."""
+    from ..sampling.seq2seq import seq2seq_stream
+    from ..tasks.textpairs import _chat_config, _chat_source
+
+    try:
+        config = _chat_config(model, body.temperature, body.top_p, body.max_tokens, body.seed)
+        source = _chat_source(model, [message.model_dump() for message in body.messages])
+    except GenlabError as e:
+        raise _request_names(e, "messages") from None
+    if emit is not None:
+        emit(None)  # the reply begins (OpenAI's first chunk carries the role)
+    generator = torch.Generator(model.device).manual_seed(config.seed)
+    tokens: list[int] = []
+    sent = ""
+    for token in seq2seq_stream(model, source, config, generator=generator):
+        if time.monotonic() > deadline:
+            raise JobTimeout()
+        if cancelled is not None and cancelled.is_set():
+            break
+        tokens.append(token)
+        text = model.target_text(tokens)
+        if emit is not None and not text.endswith("\ufffd") and text.startswith(sent) and len(text) > len(sent):
+            emit(text[len(sent):])  # held back while the tokens end inside a character, as chat_stream does
+            sent = text
+    text = model.target_text(tokens)
+    if emit is not None and text.startswith(sent) and len(text) > len(sent):
+        emit(text[len(sent):])
+    reason = "length" if len(tokens) >= config.max_new_tokens else "stop"
+    return ChatReply(text, reason, len(source), len(tokens))

@@ -21,14 +21,17 @@ PREVIEW_FILES = {"samples.png": "image/png", "reconstructions.png": "image/png",
                  "samples.txt": "text/plain; charset=utf-8"}
 
 
-def endpoints_for(data_kind: str, capabilities) -> list[str]:
+def endpoints_for(data_kind: str, capabilities, data: dict | None = None) -> list[str]:
     """The inference endpoints a model of this kind with these capabilities can serve: the
-    sampling routes, then the applications' routes, in registration order."""
+    sampling routes, the text-pair routes (which of the two, by `data`: the data section of its
+    config.json), then the applications' routes, in registration order."""
     from .applications import application_routes
+    from .pairs import PAIR_ROUTES
     from .sampling import SAMPLING_ROUTES
 
     caps = frozenset(capabilities)
     endpoints = [path for path, serves in SAMPLING_ROUTES.items() if serves(data_kind, caps)]
+    endpoints += [path for path, serves in PAIR_ROUTES.items() if serves(data_kind, caps, data)]
     endpoints += [route.path for app, route in application_routes() if serves(app, data_kind, caps)]
     return list(dict.fromkeys(endpoints))
 
@@ -81,7 +84,7 @@ def model_summary(store: ModelStore, name: str, detail: bool = False) -> dict:
         return {**summary, "error": scrub(e.message, roots), "hint": scrub(e.hint, roots)}
     capabilities = store.capabilities(name)  # from the meta-device model check_weights built: as loaded
     summary.update({"family": config["family"], "data_kind": family.data_kind, "capabilities": sorted(capabilities),
-                    "endpoints": endpoints_for(family.data_kind, capabilities),
+                    "endpoints": endpoints_for(family.data_kind, capabilities, config.get("data")),
                     "recipe": scrub_value(config.get("recipe"), roots),
                     "description": describe(config, family.data_kind),
                     "classes": scrub_value(config.get("classes"), roots)})
@@ -112,6 +115,8 @@ def describe(config: dict, data_kind: str) -> str:
     text = f"{'conditional ' if model.get('conditional') is True else ''}{config.get('family')}"
     name = public_data_name(data.get("name"))
     text += f" on {name}" if isinstance(name, str) and name else f" on {data_kind} data"
+    if isinstance(data.get("direction"), str) and data["direction"]:  # a translation pair: "tatoeba-cmn zh-en"
+        text += f" {data['direction']}"
     if isinstance(data.get("tokenizer"), str):
         text += f" ({data['tokenizer']} tokens)"
     return text

@@ -8,12 +8,14 @@ as `max_token` would otherwise be silently ignored.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ..limits import (MAX_CLASS, MAX_COMPLETIONS, MAX_DIFFUSION_TIMESTEPS, MAX_GUIDANCE, MAX_IMAGES, MAX_NEW_TOKENS,
-                      MAX_PROMPT_CHARS, MAX_STOP, MAX_STOP_CHARS, ModelName, Seed, Strict)
+from ..limits import (MAX_BEAMS, MAX_CHAT_MESSAGE_CHARS, MAX_CHAT_MESSAGES, MAX_CLASS, MAX_COMPLETIONS,
+                      MAX_DIFFUSION_TIMESTEPS, MAX_GUIDANCE, MAX_IMAGES, MAX_LENGTH_PENALTY, MAX_NEW_TOKENS,
+                      MAX_PAIR_NEW_TOKENS, MAX_PROMPT_CHARS, MAX_STOP, MAX_STOP_CHARS, MAX_TRANSLATION_CHARS,
+                      MAX_TRANSLATION_TEXTS, ModelName, Seed, Strict)
 
 
 class ImageGenerationRequest(Strict):
@@ -66,6 +68,64 @@ class CompletionRequest(Strict):
         if any(not s or len(s) > MAX_STOP_CHARS for s in stops):
             raise ValueError(f"each stop string must have 1 to {MAX_STOP_CHARS} characters")
         return stops
+
+
+TranslationText = Annotated[str, Field(max_length=MAX_TRANSLATION_CHARS)]
+
+
+class TranslationRequest(Strict):
+    model: str = ModelName
+    text: TranslationText | Annotated[list[TranslationText], Field(min_length=1, max_length=MAX_TRANSLATION_TEXTS)] = \
+        Field(description=f"a text, or up to {MAX_TRANSLATION_TEXTS} texts (decoded together, each translated on its "
+                          f"own), of at most {MAX_TRANSLATION_CHARS} characters each")
+    num_beams: int | None = Field(None, ge=1, le=MAX_BEAMS, description="beam search width (default 4; 1 with a "
+                                                                         "temperature > 0: sampling)")
+    n_best: int = Field(1, ge=1, le=MAX_BEAMS, description="hypotheses per text, best first (at most num_beams in "
+                                                           "beam search); > 1 answers lists of {text, score, ...}")
+    max_tokens: int | None = Field(None, ge=1, le=MAX_PAIR_NEW_TOKENS,
+                                   description="new tokens per translation (default: the model's longest target)")
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="0: beam search (or greedy with num_beams 1); "
+                                                                "> 0: sampling")
+    top_p: float | None = Field(None, gt=0.0, le=1.0, description="nucleus sampling mass (with a temperature > 0)")
+    seed: int = Seed
+    length_penalty: float = Field(0.6, ge=0.0, le=MAX_LENGTH_PENALTY, allow_inf_nan=False,
+                                  description="beam search: GNMT's alpha (0 ranks by total log-probability)")
+
+    @field_validator("text", mode="before")
+    @classmethod
+    def _check_texts(cls, text):
+        """The count and length bounds as one message about `text` (a union's errors would name its branches)."""
+        if isinstance(text, list):
+            if not text:
+                raise ValueError("give at least one text to translate")
+            if len(text) > MAX_TRANSLATION_TEXTS:
+                raise ValueError(f"at most {MAX_TRANSLATION_TEXTS} texts per request, got {len(text)}")
+        for i, item in enumerate(text if isinstance(text, list) else [text]):
+            if not isinstance(item, str):
+                raise ValueError("give a string, or a list of strings")
+            if len(item) > MAX_TRANSLATION_CHARS:
+                which = "the text" if not isinstance(text, list) else f"text {i + 1}"
+                raise ValueError(f"{which} has {len(item)} characters, more than {MAX_TRANSLATION_CHARS}; split it "
+                                 "into sentences")
+        return text
+
+
+class ChatMessage(Strict):
+    role: Literal["system", "user", "assistant"] = Field(
+        description="user or assistant; a system message is set aside (these models take no instructions)")
+    content: str = Field(max_length=MAX_CHAT_MESSAGE_CHARS, description="the message's text")
+
+
+class ChatCompletionRequest(Strict):
+    model: str = ModelName
+    messages: list[ChatMessage] = Field(max_length=MAX_CHAT_MESSAGES,
+                                        description="the conversation so far, oldest first; the last is the user's")
+    max_tokens: int | None = Field(None, ge=1, le=MAX_PAIR_NEW_TOKENS,
+                                   description="new tokens of the reply (default: the model's longest target)")
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 is greedy (genlab chat's default); > 0 samples")
+    top_p: float | None = Field(None, gt=0.0, le=1.0, description="nucleus sampling mass (with a temperature > 0)")
+    seed: int = Seed
+    stream: bool = Field(False, description="send server-sent events as the reply is decoded")
 
 
 class ErrorDetail(Strict):
