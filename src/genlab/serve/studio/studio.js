@@ -266,6 +266,10 @@ function fillModelSelects() {
     }
     if (fitting.some((m) => m.id === previous)) select.value = previous;
   }
+  // Tabs for one kind of model (Translate, Chat) show when the models directory has one.
+  for (const button of document.querySelectorAll("nav [data-endpoint]")) {
+    button.hidden = !models.some((m) => (m.endpoints ?? []).includes(button.dataset.endpoint));
+  }
 }
 
 function fillModelsTable() {
@@ -760,6 +764,190 @@ function fillChoice(boxes, choice, replace, finished) {
   }
 }
 
+// ----------------------------------------------------------------------------- translate
+
+const MAX_TRANSLATION_TEXTS = 32; // genlab.limits.MAX_TRANSLATION_TEXTS
+
+// The texts to translate: the source's lines that hold something, each sent as typed.
+function sourceLines() {
+  return $("translate-source").value.split("\n").map((line) => line.replace(/\r$/, "")).filter((line) => line.trim() !== "");
+}
+
+// Each line becomes one item: the source, then its translation (or with n-best its hypotheses, best
+// first, each with its score: the log-probability over beam search's length penalty).
+function translationItem(source, result, index) {
+  const item = document.createElement("li");
+  item.className = "translation";
+  item.dataset.index = String(index);
+  const from = document.createElement("div");
+  from.className = "source";
+  from.textContent = source;
+  item.append(from);
+  if (typeof result === "string") {
+    const to = document.createElement("div");
+    to.className = "target";
+    to.textContent = result;
+    item.append(to);
+    return item;
+  }
+  const list = document.createElement("ol");
+  list.className = "hypotheses";
+  list.append(...result.map((hypothesis) => {
+    const row = document.createElement("li");
+    row.className = "hypothesis";
+    row.dataset.score = String(hypothesis.score);
+    const to = Object.assign(document.createElement("span"), { className: "target", textContent: hypothesis.text });
+    const score = Object.assign(document.createElement("span"), { className: "score",
+      textContent: `${hypothesis.score.toFixed(3)}${hypothesis.finished ? "" : " (cut at max_tokens)"}` });
+    row.append(to, score);
+    return row;
+  }));
+  item.append(list);
+  return item;
+}
+
+async function translateText() {
+  validate($("translate-form"));
+  const lines = sourceLines();
+  if (lines.length === 0) throw new ApiError("nothing to translate: type a sentence (one per line)");
+  if (lines.length > MAX_TRANSLATION_TEXTS) {
+    throw new ApiError(`at most ${MAX_TRANSLATION_TEXTS} lines per request, got ${lines.length}: translate them in parts`);
+  }
+  const payload = withoutNulls({
+    model: $("translate-model").value,
+    text: lines,
+    num_beams: intOrNull("translate-beams"),
+    n_best: intOrNull("translate-n-best"),
+    length_penalty: numberOrNull("translate-length-penalty"),
+    temperature: numberOrNull("translate-temperature"),
+    top_p: numberOrNull("translate-top-p"),
+    max_tokens: intOrNull("translate-max-tokens"),
+    seed: seedOrNull("translate-seed"),
+  });
+  const output = $("translate-output");
+  output.dataset.state = "running";
+  try {
+    const body = await (await postJSON("/v1/translations", payload)).json();
+    output.replaceChildren(...body.translations.map((result, i) => translationItem(lines[i], result, i)));
+    output.dataset.state = "done";
+  } catch (e) {
+    output.dataset.state = "error";
+    throw e;
+  }
+  return `${lines.length} line${lines.length === 1 ? "" : "s"} translated`;
+}
+
+// ----------------------------------------------------------------------------- chat
+
+// The conversation lives in the page: every turn sends all of it (the server keeps nothing between
+// requests), and the model reads the last turns it was trained with. A reply streams into its
+// bubble; a reply stopped halfway stays in the history as far as it came. Reset forgets it all.
+const chat = { messages: [], abort: null, ticket: 0 };
+
+function chatBubble(role, text) {
+  const item = document.createElement("li");
+  item.className = `message ${role}`;
+  item.dataset.role = role;
+  const who = Object.assign(document.createElement("span"), { className: "role", textContent: role === "user" ? "you" : "assistant" });
+  const content = Object.assign(document.createElement("div"), { className: "content", textContent: text });
+  item.append(who, content);
+  return item;
+}
+
+function showChatLog() {
+  $("chat-empty").hidden = $("chat-log").children.length > 0;
+}
+
+async function sendChat() {
+  validate($("tab-chat"));
+  const text = $("chat-input").value;
+  if (!text.trim()) throw new ApiError("the message is empty: say something first");
+  const model = $("chat-model").value;
+  if (!model) throw new ApiError("no dialogue model in the models directory: train one with `genlab train chat-sgd`");
+  const messages = [...chat.messages, { role: "user", content: text }];
+  const stream = $("chat-stream").checked;
+  const payload = withoutNulls({
+    model,
+    messages,
+    max_tokens: intOrNull("chat-max-tokens"),
+    temperature: numberOrNull("chat-temperature"),
+    top_p: numberOrNull("chat-top-p"),
+    seed: seedOrNull("chat-seed"),
+    stream,
+  });
+  const log = $("chat-log");
+  const asked = chatBubble("user", text);
+  const reply = chatBubble("assistant", "");
+  reply.dataset.state = "running";
+  log.append(asked, reply);
+  showChatLog();
+  reply.scrollIntoView({ block: "nearest" });
+  $("chat-input").value = "";
+  log.dataset.state = "running";
+  const ticket = chat.ticket;
+  const abort = new AbortController();
+  chat.abort = abort;
+  $("chat-stop-button").disabled = false;
+  const content = reply.querySelector(".content");
+  let finish = null;
+  try {
+    const response = await postJSON("/v1/chat/completions", payload, abort.signal);
+    if (!stream) {
+      const choice = (await response.json()).choices[0];
+      content.textContent = choice.message.content;
+      finish = choice.finish_reason;
+    } else {
+      for await (const data of serverSentEvents(response)) {
+        if (data === "[DONE]") break;
+        const chunk = JSON.parse(data);
+        if (chunk.error) throw new ApiError(errorText(chunk.error.code ?? "error", chunk)); // failed mid-stream
+        for (const choice of chunk.choices ?? []) {
+          content.textContent += choice.delta?.content ?? "";
+          finish = choice.finish_reason ?? finish;
+        }
+      }
+    }
+    chat.messages = [...messages, { role: "assistant", content: content.textContent }];
+    reply.dataset.state = "done";
+    reply.dataset.finishReason = finish ?? "";
+    if (finish === "length") reply.title = "cut at max_tokens";
+    log.dataset.state = "done";
+    return finish === "length" ? "replied (cut at max_tokens)" : "replied";
+  } catch (e) {
+    if (ticket !== chat.ticket) return "conversation reset"; // Reset came first: nothing of this turn stays
+    if (e.name === "AbortError") {
+      chat.messages = [...messages, { role: "assistant", content: content.textContent }];
+      reply.dataset.state = "stopped";
+      log.dataset.state = "stopped";
+      return "stopped";
+    }
+    // The turn failed: it leaves the history as it was, and the message goes back into the box to retry.
+    asked.remove();
+    reply.remove();
+    showChatLog();
+    $("chat-input").value = text;
+    log.dataset.state = "error";
+    throw e;
+  } finally {
+    if (chat.abort === abort) {
+      chat.abort = null;
+      $("chat-stop-button").disabled = true;
+    }
+  }
+}
+
+function resetChat() {
+  chat.ticket += 1;
+  chat.abort?.abort();
+  chat.messages = [];
+  $("chat-log").replaceChildren();
+  $("chat-log").dataset.state = "idle";
+  $("chat-status").textContent = "";
+  showError("chat-error", null);
+  showChatLog();
+  $("chat-input").focus();
+}
+
 // ----------------------------------------------------------------------------- music
 
 // The keys offered in the key box (the server reads others too, e.g. "a minor" or "Bb").
@@ -1192,6 +1380,18 @@ document.addEventListener("DOMContentLoaded", () => {
   onSubmit("generate-form", "generate-button", "generate-status", "generate-error", generateImages);
   onSubmit("text-form", "text-button", "text-status", "text-error", completeText);
   onSubmit("music-form", "music-button", "music-status", "music-error", compose);
+  onSubmit("translate-form", "translate-button", "translate-status", "translate-error", translateText);
+  onSubmit("chat-form", "chat-button", "chat-status", "chat-error", sendChat);
+  $("chat-input").addEventListener("keydown", (event) => {  // Enter sends, Shift+Enter starts a new line
+    if (event.key !== "Enter" || event.shiftKey || event.isComposing) return;
+    event.preventDefault();
+    if (!$("chat-button").disabled) $("chat-form").requestSubmit();
+  });
+  $("chat-reset").addEventListener("click", resetChat);
+  $("chat-stop-button").addEventListener("click", () => chat.abort?.abort());
+  $("translate-temperature").addEventListener("input", () => {  // sampling draws one sequence at a time: one beam
+    if (Number($("translate-temperature").value) > 0 && Number($("translate-beams").value) > 1) $("translate-beams").value = "1";
+  });
   $("text-stop-button").addEventListener("click", () => textAbort?.abort());
   $("models-refresh").addEventListener("click", loadModels);
 
