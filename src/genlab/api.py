@@ -259,9 +259,12 @@ def generate(model, prompt: str = "", **options) -> list[str]:
 
     options are genlab.sampling.GenerationConfig fields: max_new_tokens=200, temperature=1.0
     (0 = greedy), top_k, top_p, repetition_penalty=1.0, num_return_sequences=1, num_beams=1
-    (beam search), stop (a string or strings the text ends before), seed=0, use_cache=True.
+    (beam search), stop (a string or strings the text ends before), seed=0, use_cache=True,
+    style (a model trained with styles, data.styles: write in that style; the model's styles
+    are model.tokenizer.styles; an unknown one is an error listing them).
 
         texts = genlab.generate(model, "ROMEO:", max_new_tokens=300, temperature=0.8, top_p=0.95)
+        texts = genlab.generate(style_model, "", style="pydoc", max_new_tokens=300)
     """
     from .sampling import GenerationConfig
     from .sampling import generate as generate_text

@@ -37,6 +37,7 @@ For text models, `genlab generate` has the prompt and the decoding controls.""",
   genlab generate MODEL --prompt "To be" -n 3 --top-k 40 --seed 1       # three samples
   genlab generate MODEL --prompt "KING" --num-beams 4 --max-new-tokens 40 # beam search
   genlab generate MODEL --prompt "ROMEO:" --stop "\\n\\n" --repetition-penalty 1.2
+  genlab generate runs/gpt-styles-... --style pydoc --max-new-tokens 300  # a style model (data.styles)
 
 Output is the prompt followed by the continuation, streamed as it is generated (one
 sequence) or printed when done (several, or beam search). Temperature 0 is greedy.
@@ -165,6 +166,8 @@ Run `genlab COMMAND --help` for a command's options and examples.""",
     p.add_argument("--num-beams", type=int, default=1, help="> 1: beam search, deterministic (default 1: sampling)")
     p.add_argument("--seed", type=SEED_OPTION, default=0)
     p.add_argument("--no-cache", action="store_true", help="re-read the whole context every step (same text, slower)")
+    p.add_argument("--style", metavar="NAME",
+                   help="models trained with styles (data.styles): write in this style (default: any of them)")
 
     p = add("translate", "translate text with a translation model (seq2seq, gru-attention): an argument, stdin or a file")
     p.add_argument("model", help="model directory of a translation model")
@@ -339,7 +342,7 @@ def _cmd_generate(args) -> None:
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
         repetition_penalty=args.repetition_penalty, num_return_sequences=args.num_return_sequences,
         num_beams=args.num_beams, stop=tuple(_unescape(s) for s in args.stop), seed=args.seed,
-        use_cache=not args.no_cache,
+        use_cache=not args.no_cache, style=args.style,
     )
     model = load(args.model)
     model.require("generate", "genlab generate")

@@ -40,7 +40,9 @@ reads all of it. Once it would overflow, the context restarts from the sequence'
 for a quarter window of cheap steps. Without the cache (use_cache=False) each step re-reads
 exactly the same context from scratch, so both paths give the same tokens and the cache is
 a pure speed-up. (Re-reading the last full window every step, nanoGPT's way, would give a
-little more context but make every step past the window as slow as no cache at all.)
+little more context but make every step past the window as slow as no cache at all.) A
+sequence may pin its first `keep` tokens (a style model's control token): they stay at the
+front of every context, and the window that slides is the rest, of block_size - keep tokens.
 """
 
 from __future__ import annotations
@@ -101,6 +103,7 @@ class GenerationConfig:
     seed: int = 0  # 0..MAX_SEED (2^63 - 1)
     use_cache: bool = True  # False re-reads the whole context every step (same tokens, slower)
     suppress_tokens: tuple[int, ...] = ()  # token ids never generated (e.g. a music model's START)
+    style: str | None = None  # text models trained with styles: write in this one (None: any)
 
     def __post_init__(self):
         def check(ok: bool, message: str, hint: str | None = None, param: str | None = None):
@@ -130,6 +133,8 @@ class GenerationConfig:
         self.stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
         check(all(isinstance(s, str) and s for s in self.stop), "stop strings must be non-empty strings", param="stop")
         self.suppress_tokens = tuple(self.suppress_tokens)
+        check(self.style is None or isinstance(self.style, str) and self.style != "",
+              f"style must be a style's name, got {self.style!r}", param="style")
         check(all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in self.suppress_tokens),
               "suppress_tokens must be token ids >= 0", param="suppress_tokens")
         if self.num_beams > 1:
@@ -275,20 +280,26 @@ def context_start(start: int, length: int, window: int | None) -> int:
 class NextTokenLogits:
     """The model's next-token logits for a growing batch of sequences, through the cache if enabled."""
 
-    def __init__(self, model, use_cache: bool):
+    def __init__(self, model, use_cache: bool, keep: int = 0):
         self.model = model
         self.use_cache = use_cache
         self.window = model.context_window
-        self.start = 0
+        # The first `keep` tokens of every sequence stay in the context; the rest slides.
+        self.keep = keep if self.window is None or keep < self.window else 0
+        self.start = self.keep
         self.cache = None
 
     def __call__(self, sequences: torch.Tensor) -> torch.Tensor:
-        start = context_start(self.start, sequences.shape[1], self.window)
+        keep = self.keep
+        start = keep + context_start(self.start - keep, sequences.shape[1] - keep,
+                                     None if self.window is None else self.window - keep)
+        if not self.use_cache or self.cache is None or start != self.start:
+            context = sequences[:, start:] if not keep else torch.cat([sequences[:, :keep], sequences[:, start:]], dim=1)
         if not self.use_cache:
-            logits = self.model(sequences[:, start:])
+            logits = self.model(context)
         elif self.cache is None or start != self.start:  # first step, or the context restarted
             self.cache = self.model.new_cache(sequences.shape[0])
-            logits = self.model(sequences[:, start:], self.cache)
+            logits = self.model(context, self.cache)
         else:  # the cache holds all but the newest token
             logits = self.model(sequences[:, -1:], self.cache)
         self.start = start
@@ -312,12 +323,13 @@ def _as_batch(prompt: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 @torch.no_grad()
 def generate_tokens(model, prompt: torch.Tensor, config: GenerationConfig | None = None,
-                    generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
+                    generator: torch.Generator | None = None, keep: int = 0) -> Iterator[torch.Tensor]:
     """Yield the next token of every row, [B], for up to config.max_new_tokens steps.
 
     `prompt` is [T] or [B, T] token ids; stop consuming to stop early. The model runs in eval
     mode (no dropout) while the iterator is live. `generator` defaults to one seeded with
-    config.seed on the model's device.
+    config.seed on the model's device. The prompt's first `keep` tokens stay in the context
+    however long the sequence grows (see "the context window").
     """
     config = config or GenerationConfig()
     if config.num_beams > 1:
@@ -325,7 +337,7 @@ def generate_tokens(model, prompt: torch.Tensor, config: GenerationConfig | None
     sequences = _as_batch(prompt, model.device)
     if generator is None:
         generator = torch.Generator(model.device).manual_seed(config.seed)
-    next_logits = NextTokenLogits(model, config.use_cache)
+    next_logits = NextTokenLogits(model, config.use_cache, keep)
     with eval_mode(model):
         for _ in range(config.max_new_tokens):
             tokens = choose_next_tokens(next_logits(sequences), sequences, config, generator)
@@ -334,9 +346,10 @@ def generate_tokens(model, prompt: torch.Tensor, config: GenerationConfig | None
 
 
 @torch.no_grad()
-def beam_search(model, prompt: torch.Tensor, config: GenerationConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def beam_search(model, prompt: torch.Tensor, config: GenerationConfig, keep: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """The config.num_return_sequences best of config.num_beams beams for one prompt [T]:
-    (sequences [n, T + max_new_tokens] including the prompt, total log-probabilities [n]), best first."""
+    (sequences [n, T + max_new_tokens] including the prompt, total log-probabilities [n]), best first.
+    The prompt's first `keep` tokens stay in the context (see generate_tokens)."""
     prompt = _as_batch(prompt, model.device)
     if prompt.shape[0] != 1:
         raise GenlabError("beam search continues one prompt at a time")
@@ -346,7 +359,7 @@ def beam_search(model, prompt: torch.Tensor, config: GenerationConfig) -> tuple[
     # up with the same continuation several times.
     scores = torch.full((beams,), -math.inf, device=model.device)
     scores[0] = 0.0
-    next_logits = NextTokenLogits(model, config.use_cache)
+    next_logits = NextTokenLogits(model, config.use_cache, keep)
     with eval_mode(model):
         for _ in range(config.max_new_tokens):
             logits = apply_repetition_penalty(suppress(next_logits(sequences).float(), config.suppress_tokens), sequences,

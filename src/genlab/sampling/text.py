@@ -6,6 +6,11 @@ not an error: generation reads only its last 3/4 window of tokens (see decoding.
 context window") and a warning says so. Results are the continuations only, without the
 prompt (as in the OpenAI API), cut before the first stop string.
 
+A style (GenerationConfig.style, for models trained with data styles) puts that style's
+control token before the prompt and keeps it at the front of the context however long the
+text grows; control tokens are never generated. Without a style a style model writes in any
+of its styles.
+
 Streaming yields text as soon as it is final: a token that ends in the middle of a UTF-8
 character (byte and BPE tokenizers) is held back until the character is complete, and so
 is text that might be the beginning of a stop string.
@@ -13,28 +18,44 @@ is text that might be the beginning of a stop string.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import torch
 
 from ..errors import GenlabError, warn
+from ..data.text import style_token
 from .decoding import GenerationConfig, beam_search, context_start, generate_tokens
 
 REPLACEMENT = "\ufffd"  # what a cut-off UTF-8 character decodes to
 
 
-def prompt_tokens(model, prompt: str) -> torch.Tensor:
-    """The prompt's token ids [T] (the default start if empty), warning when it overflows the context."""
+def prompt_tokens(model, prompt: str, style: str | None = None) -> torch.Tensor:
+    """The prompt's token ids [T] (the default start if empty), after the style's control token
+    when a style is given, warning when the prompt overflows the context."""
     if not isinstance(prompt, str):
         raise GenlabError(f"the prompt must be a string, got {type(prompt).__name__}")
     tokenizer = model.require_tokenizer()
-    ids = torch.as_tensor(tokenizer.encode(prompt or tokenizer.default_prompt), dtype=torch.long)
+    # Checked before the prompt is encoded: an unknown style is the first thing to hear about.
+    prefix = [style_token(tokenizer, style)] if style is not None else []
+    ids = torch.as_tensor(prefix + tokenizer.encode(prompt or tokenizer.default_prompt).tolist(), dtype=torch.long)
     window = model.context_window
     if window is not None and len(ids) > window:
-        kept = len(ids) - context_start(0, len(ids), window)
-        warn(f"the prompt is {len(ids)} tokens, longer than the model's context window of {window}; "
-             f"generation reads only its last {kept} tokens")
+        text_window = window - len(prefix)
+        kept = len(ids) - len(prefix) - context_start(0, len(ids) - len(prefix), text_window)
+        warn(f"the prompt is {len(ids) - len(prefix)} tokens, longer than the model's context window of "
+             f"{text_window}{' after the style token' if prefix else ''}; generation reads only its last {kept} tokens")
     return ids
+
+
+def _styled(model, prompt: str, config: GenerationConfig) -> tuple[torch.Tensor, GenerationConfig, int]:
+    """(the prompt's ids, the config with a style model's control tokens suppressed, how many leading
+    ids stay in the context): a control token leads a text, it never continues one."""
+    ids = prompt_tokens(model, prompt, config.style)
+    controls = tuple(getattr(model.tokenizer, "style_tokens", ()))
+    if controls:
+        config = dataclasses.replace(config, suppress_tokens=tuple(config.suppress_tokens) + controls)
+    return ids, config, int(config.style is not None)
 
 
 class Continuation:
@@ -106,15 +127,14 @@ def continuations(model, prompt: str = "", config: GenerationConfig | None = Non
     on_piece(index, piece) receives each sequence's text as it becomes final; keep_going() is
     asked before every step and ends generation early when it returns False (it may also raise).
     """
-    config = config or GenerationConfig()
-    ids = prompt_tokens(model, prompt)
+    ids, config, keep = _styled(model, prompt, config or GenerationConfig())
     rows = [Continuation(model.tokenizer, config.stop) for _ in range(config.num_return_sequences)]
     if config.num_beams > 1:
-        sequences, _ = beam_search(model, ids, config)
+        sequences, _ = beam_search(model, ids, config, keep)
         # The finished beams, fed step by step like sampled tokens: [n] per step.
         steps = (column for column in sequences[:, len(ids):].T)
     else:
-        steps = generate_tokens(model, ids.repeat(len(rows), 1), config, generator)
+        steps = generate_tokens(model, ids.repeat(len(rows), 1), config, generator, keep)
     try:
         for tokens in steps:
             if keep_going is not None and not keep_going():
@@ -142,9 +162,9 @@ def stream(model, prompt: str = "", config: GenerationConfig | None = None, *,
     if config.num_return_sequences != 1 or config.num_beams != 1:
         raise GenlabError("streaming produces one sequence by sampling or greedy decoding",
                           "use num_return_sequences=1 and num_beams=1, or generate() for several sequences")
-    ids = prompt_tokens(model, prompt)
+    ids, config, keep = _styled(model, prompt, config)
     continuation = Continuation(model.tokenizer, config.stop)
-    steps = generate_tokens(model, ids, config, generator)
+    steps = generate_tokens(model, ids, config, generator, keep)
     try:
         for tokens in steps:
             piece = continuation.push(int(tokens[0]))
