@@ -69,8 +69,13 @@ def main() -> int:
         metrics = json.loads((out / "metrics.json").read_text())
         record.update(minutes=minutes, overrides=overrides, train_wall_s=round(time.perf_counter() - started, 1),
                       steps=metrics["training"]["steps"], tokens_per_s=metrics["training"].get("tokens_per_s"))
-    else:
+    else:  # scoring again (e.g. after a change to decoding): keep what the training run measured
         out = args.model
+        previous = RESULTS / ("dialogue-quick.json" if args.quick else "dialogue.json")
+        if previous.is_file() and Path(json.loads(previous.read_text()).get("run_dir", "")).resolve() == out.resolve():
+            old = json.loads(previous.read_text())
+            record.update({k: old[k] for k in ("minutes", "overrides", "train_wall_s", "steps", "tokens_per_s") if k in old})
+            record["rescored"] = time.strftime("%Y-%m-%d %H:%M:%S")
     record["run_dir"] = str(out)
 
     t0 = time.perf_counter()

@@ -283,12 +283,26 @@ def test_beam_search_goes_on_while_a_live_beam_can_still_win():
     # Two beams. Step 1 finishes [EOS] (0.3) and keeps a (0.6), b (0.1); step 2 finishes [b, EOS] (0.09)
     # and keeps [a, c] (0.54), [b, d] (0.01). Two hypotheses have finished, but [a, c] is live and more
     # likely than both: stopping there (fairseq's rule) would return [EOS], worse than greedy.
-    config = Seq2SeqGenerationConfig(num_beams=2, num_return_sequences=2, length_penalty=0.0, max_new_tokens=6)
+    config = Seq2SeqGenerationConfig(num_beams=2, num_return_sequences=2, length_penalty=0.0, max_new_tokens=6,
+                                     min_new_tokens=0)
     [[best, second]] = seq2seq_beam_search(model, [[a, EOS]], config)
     assert (best.tokens, second.tokens) == ([a, c], [])
     assert (best.log_prob, second.log_prob) == pytest.approx((math.log(0.54), math.log(0.3)))
     [[greedy]] = seq2seq_generate(model, [[a, EOS]], GREEDY)
     assert greedy.tokens == [a, c] and greedy.finished
+
+
+def test_no_empty_output_before_min_new_tokens_and_log_probs_stay_the_models():
+    a, b = 3, 4
+    model = MarkovToy({BOS: {EOS: 0.7, a: 0.2, b: 0.1}, a: {EOS: 1.0}, b: {EOS: 1.0}})
+    for num_beams in (1, 2):
+        [[empty]] = seq2seq_generate(model, [[a, EOS]], Seq2SeqGenerationConfig(num_beams=num_beams, min_new_tokens=0))
+        assert empty.tokens == [] and empty.log_prob == pytest.approx(math.log(0.7))
+        [[best]] = seq2seq_generate(model, [[a, EOS]], Seq2SeqGenerationConfig(num_beams=num_beams))  # default 1
+        assert best.tokens == [a] and best.log_prob == pytest.approx(math.log(0.2))  # not renormalised
+    assert list(seq2seq_stream(model, [a, EOS], Seq2SeqGenerationConfig())) == [a]
+    with pytest.raises(GenlabError, match="min_new_tokens"):
+        Seq2SeqGenerationConfig(max_new_tokens=2, min_new_tokens=3)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -307,7 +321,7 @@ def test_a_beam_that_holds_every_prefix_finds_the_best_target(family, alpha, par
         log_probs = model.target_log_likelihood(source.repeat(len(outputs), 1), targets)
     scores = [float(lp) / length_penalty(len(o), alpha) for lp, o in zip(log_probs, outputs)]
     best = outputs[max(range(len(outputs)), key=scores.__getitem__)]
-    config = Seq2SeqGenerationConfig(max_new_tokens=2, num_beams=len(symbols), length_penalty=alpha)
+    config = Seq2SeqGenerationConfig(max_new_tokens=2, num_beams=len(symbols), length_penalty=alpha, min_new_tokens=0)
     [[found]] = seq2seq_beam_search(model, [source], config)
     assert found.tokens + [EOS] * found.finished == best
     assert found.score == pytest.approx(max(scores), abs=1e-4)
