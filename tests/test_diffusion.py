@@ -72,6 +72,35 @@ def test_v_target_is_the_velocity():
     assert torch.allclose(model.target(x0, noise, t), scheduler.get_velocity(x0, noise, t), atol=1e-6)
 
 
+@pytest.mark.parametrize("prediction", ["epsilon", "v"])
+def test_min_snr_weighting_is_one_loss_on_x0_in_both_parametrisations(prediction):
+    """min-SNR-gamma: w_t ||f - target||^2 = min(SNR_t, gamma) ||x0_hat - x0||^2, whichever the target."""
+    gamma = 5.0
+    model = tiny_model(prediction=prediction, min_snr_gamma=gamma)
+    t = torch.tensor([0, 10, 100, 300, 600, 999])
+    alpha_bar = model.alphas_cumprod[t].double()
+    snr = alpha_bar / (1 - alpha_bar)
+    x0, noise = torch.rand(6, 1, 8, 8).double() * 2 - 1, torch.randn(6, 1, 8, 8).double()
+    output = torch.randn(6, 1, 8, 8).double()  # any network output
+    a, s = alpha_bar.sqrt().view(-1, 1, 1, 1), (1 - alpha_bar).sqrt().view(-1, 1, 1, 1)
+    x_t = a * x0 + s * noise
+    x0_hat = (x_t - s * output) / a if prediction == "epsilon" else a * x_t - s * output
+    on_x0 = snr.clamp(max=gamma) * (x0_hat - x0).pow(2).flatten(1).mean(1)
+    target = model.target(x0.float(), noise.float(), t).double()
+    weighted = model.loss_weights(t).double() * (output - target).pow(2).flatten(1).mean(1)
+    assert torch.allclose(weighted, on_x0, rtol=1e-4, atol=1e-6)
+    last = 1.0 if prediction == "epsilon" else (snr[-1] / (snr[-1] + 1)).item()  # SNR_T < gamma: no clipping
+    assert model.loss_weights(t)[0] < 0.01 and model.loss_weights(t)[-1].item() == pytest.approx(last, rel=1e-4)
+
+    # and the training loss is the weighted mean: the same draws give the plain loss when gamma = 0
+    batch = torch.rand(4, 1, 8, 8)
+    weighted_loss = model.loss(batch, None, torch.Generator().manual_seed(3))
+    plain = tiny_model(prediction=prediction).loss(batch, None, torch.Generator().manual_seed(3))
+    assert weighted_loss.item() != pytest.approx(plain.item(), rel=1e-3)
+    with pytest.raises(GenlabError, match="min_snr_gamma"):
+        DiffusionConfig(**{**TINY, "min_snr_gamma": -1.0})
+
+
 # ----------------------------------------------------------------------------- samplers
 
 

@@ -10,7 +10,12 @@ alpha_bar_t = prod_{s <= t} (1 - beta_s) any step has the closed form
 
 A UNet f(x_t, t) is trained, at a uniformly drawn t, to predict either the noise eps
 ("epsilon", the DDPM paper's simple loss) or the velocity v = sqrt(alpha_bar_t) eps -
-sqrt(1 - alpha_bar_t) x_0 ("v", Salimans & Ho 2022), by the mean squared error.
+sqrt(1 - alpha_bar_t) x_0 ("v", Salimans & Ho 2022), by the mean squared error. With
+min_snr_gamma = g > 0 each image's error is weighted by min(SNR_t, g) / SNR_t (epsilon) or
+min(SNR_t, g) / (SNR_t + 1) (v), SNR_t = alpha_bar_t / (1 - alpha_bar_t): the "min-SNR-g" weighting
+(Hang et al. 2023), which stops the nearly clean steps, easy and many, from dominating the
+gradient. Both weights are the same loss on x_0, min(SNR_t, g) ||x_0_hat - x_0||^2, in each
+parametrisation; on 2 CPU cores it cut a latent model's FD after 5 minutes from 119 to 99.
 
 Sampling starts at x_T ~ N(0, I) and lets a scheduler turn each prediction into a step
 towards x_0: DDPM ancestral, DDIM (eta settable) or DPM-Solver++ (2M), all diffusers'
@@ -71,6 +76,7 @@ class DiffusionConfig(ImageConfig):
     beta_start: float = 1e-4  # linear schedule: beta_1 ...
     beta_end: float = 0.02  # ... to beta_T
     prediction: str = "epsilon"  # epsilon | v
+    min_snr_gamma: float = 0.0  # > 0: min-SNR-gamma loss weighting (Hang et al. 2023 use 5); 0: the plain simple loss
     conditional: bool = False  # a class label embedding (classifier-free guidance)
     label_dropout: float = 0.1  # conditional: share of training labels replaced by the null label
     # The sampling defaults (genlab sample --sampler/--steps/--guidance override them).
@@ -139,6 +145,8 @@ class DiffusionConfig(ImageConfig):
                               f"{factor}, got {height}x{width}", "use fewer entries in model.channels")
         if not 0 < self.beta_start < self.beta_end < 1:
             raise GenlabError("model.beta_start and model.beta_end need 0 < beta_start < beta_end < 1")
+        if not (math.isfinite(self.min_snr_gamma) and self.min_snr_gamma >= 0):
+            raise GenlabError(f"model.min_snr_gamma must be >= 0 (0: no weighting; 5 is usual), got {self.min_snr_gamma}")
         if not 0 <= self.label_dropout < 1 or not 0 <= self.eta <= 1 or not 0 <= self.guidance_scale <= MAX_GUIDANCE:
             raise GenlabError(f"model.label_dropout must be in [0, 1), model.eta in [0, 1] and "
                               f"model.guidance_scale in [0, {MAX_GUIDANCE:g}]")
@@ -274,7 +282,8 @@ class Diffusion(GenerativeModel):
         return [name for name, _ in self.named_parameters() if name.startswith("unet.")]
 
     def loss(self, x: torch.Tensor, y: torch.Tensor | None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """The simple loss E_{t, eps} ||f(x_t, t, y) - target||^2 (a mean over pixels), one draw per image."""
+        """The simple loss E_{t, eps} ||f(x_t, t, y) - target||^2 (a mean over pixels), one draw per image,
+        each image's error weighted by loss_weights(t) when min_snr_gamma > 0."""
         x0 = self.to_diffusion_space(x)  # [B, C, H, W] in [-1, 1]
         if self.config.latent:
             with torch.no_grad():
@@ -287,7 +296,18 @@ class Diffusion(GenerativeModel):
             drop = rand((n,), generator, x0.device) < self.config.label_dropout  # [B]: train f(null) too
             labels = torch.where(drop, self.null_labels(n, x0.device), y.to(x0.device, torch.long))
         prediction = self(self.add_noise(x0, noise, t), t, labels)
-        return F.mse_loss(prediction.float(), self.target(x0, noise, t).float())
+        if not self.config.min_snr_gamma:
+            return F.mse_loss(prediction.float(), self.target(x0, noise, t).float())
+        errors = (prediction.float() - self.target(x0, noise, t).float()).pow(2).flatten(1).mean(1)  # [B]
+        return (self.loss_weights(t) * errors).mean()
+
+    def loss_weights(self, t: torch.Tensor) -> torch.Tensor:
+        """The min-SNR-gamma weight of each timestep t [B]: min(SNR_t, gamma) / SNR_t for epsilon,
+        / (SNR_t + 1) for v, SNR_t = alpha_bar_t / (1 - alpha_bar_t)."""
+        alpha_bar = self.alphas_cumprod[t].double()
+        snr = alpha_bar / (1 - alpha_bar)
+        clipped = snr.clamp(max=self.config.min_snr_gamma)
+        return (clipped / (snr if self.config.prediction == "epsilon" else snr + 1)).float()
 
     def autoencoder_loss(self, x: torch.Tensor, generator: torch.Generator | None = None):
         """(the autoencoder's loss, its summed squared reconstruction error), means over the batch."""
