@@ -78,6 +78,23 @@ def assert_clean_error(code: int, err: str, *needles: str) -> None:
         assert needle.lower() in err.lower(), f"{needle!r} not in {err!r}"
 
 
+def assert_http_error(response, status: int, *needles: str, param: str | None = None) -> dict:
+    """A JSON error in the server's one shape with this status: a one-line message (and hint)
+    naming each needle, no traceback, and the offending parameter when `param` is given."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    error = response.json()["error"]
+    assert set(error) == {"message", "hint", "type", "param", "code"} and error["code"] == status, error
+    assert error["message"] and "\n" not in error["message"] and "\n" not in (error["hint"] or ""), error
+    assert "Traceback" not in response.text
+    text = (error["message"] + " " + (error["hint"] or "")).lower()
+    for needle in needles:
+        assert needle.lower() in text, (needle, error)
+    if param is not None:
+        assert error["param"] == param, error
+    return error
+
+
 # ----------------------------------------------------------------------------- no paths in replies
 # Every HTTP reply any test receives through a TestClient is checked: it may not contain the
 # session's temporary directory (where every test's models live), i.e. no absolute path leaks.

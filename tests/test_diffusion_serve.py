@@ -23,7 +23,7 @@ import genlab
 from genlab.imageio import make_grid, to_uint8
 from genlab.serve import create_app
 
-from conftest import SERVED_VAE, assert_clean_error, run_cli
+from conftest import SERVED_VAE, assert_clean_error, assert_http_error, run_cli
 
 # Recipe overrides for a diffusion model that trains in about a second (as tests/test_diffusion.py's).
 TINY_DIFFUSION = ["steps=6", "model.channels=[8,16]", "model.norm_groups=4", "model.sample_steps=4",
@@ -90,21 +90,6 @@ def stream(client, body: dict) -> list:
         assert response.status_code == 200, response.read()
         assert response.headers["content-type"].startswith("text/event-stream")
         return parse_sse(response.read().decode())
-
-
-def assert_error(response, status: int, *needles: str, param: str | None = None) -> dict:
-    """A JSON error with this status, a one-line message (and hint) naming each needle."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    error = response.json()["error"]
-    assert error["code"] == status and error["message"] and "\n" not in error["message"]
-    assert "\n" not in (error["hint"] or "") and "Traceback" not in response.text
-    text = (error["message"] + " " + (error["hint"] or "")).lower()
-    for needle in needles:
-        assert needle.lower() in text, (needle, error)
-    if param is not None:
-        assert error["param"] == param, error
-    return error
 
 
 # ----------------------------------------------------------------------------- plain replies
@@ -208,7 +193,7 @@ def test_the_stream_is_bounded_by_the_time_limit_and_the_queue(models_dir):
     app = create_app(models_dir, workers=1, queue_size=0, request_timeout_s=60)
     pool = app.state.pool
     with local(app) as client, occupied(pool):
-        assert_error(client.post(GENERATE, json={"model": "ddpm", "stream": True}), 429, "busy")
+        assert_http_error(client.post(GENERATE, json={"model": "ddpm", "stream": True}), 429, "busy")
 
     # Past the time limit mid-stream: an error event (504), [DONE], and the worker stops at its next
     # step. The limit is a tenth of the 1000 steps' time; the first preview comes at a fiftieth.
@@ -228,13 +213,13 @@ def test_the_stream_is_bounded_by_the_time_limit_and_the_queue(models_dir):
         assert wait_until(lambda: pool.status()["jobs"] == 0, limit), "the timed-out job kept running"
         assert ended < limit + 250 * step, (ended, limit, step)  # not the 1000 steps' time
         started = time.monotonic()  # the plain reply is bounded the same way: a 504 at the limit
-        assert_error(client.post(GENERATE, json=LONG), 504, "time limit")
+        assert_http_error(client.post(GENERATE, json=LONG), 504, "time limit")
         assert wait_until(lambda: pool.status()["jobs"] == 0, limit), "the timed-out job kept running"
         assert time.monotonic() - started < limit + 250 * step
 
         # Waiting in the queue past the limit: an ordinary JSON 504 before any event.
         with occupied(pool):
-            assert_error(client.post(GENERATE, json={"model": "ddpm", "stream": True}), 504, "time limit")
+            assert_http_error(client.post(GENERATE, json={"model": "ddpm", "stream": True}), 504, "time limit")
 
 
 def test_a_client_that_leaves_stops_the_sampling(models_dir):
@@ -289,15 +274,15 @@ def test_bad_sampler_options_are_4xx_one_line_errors_streamed_or_not(client):
         ({"model": "gpt-nope", "steps": 3}, 404, ("no model named 'gpt-nope'",), "model"),
     ]
     for body, status, needles, param in cases:
-        plain = assert_error(client.post(GENERATE, json=body), status, *needles, param=param)
-        streamed = assert_error(client.post(GENERATE, json={**body, "stream": True}), status, *needles, param=param)
+        plain = assert_http_error(client.post(GENERATE, json=body), status, *needles, param=param)
+        streamed = assert_http_error(client.post(GENERATE, json={**body, "stream": True}), status, *needles, param=param)
         assert streamed == plain, body  # the same error, before any event
     nan = client.post(GENERATE, content=b'{"model": "cddpm", "guidance_scale": NaN}',
                       headers={"content-type": "application/json"})
-    assert_error(nan, 422, "guidance_scale", "finite", param="guidance_scale")
-    assert_error(client.post(GENERATE, json={"model": "ddpm", "stream": True, "response_format": "png"}), 422,
-                 "response_format png", "without stream")
-    assert_error(client.post(GENERATE, json={"model": "ddpm", "stream": "yes please"}), 422, "stream", param="stream")
+    assert_http_error(nan, 422, "guidance_scale", "finite", param="guidance_scale")
+    assert_http_error(client.post(GENERATE, json={"model": "ddpm", "stream": True, "response_format": "png"}), 422,
+                      "response_format png", "without stream")
+    assert_http_error(client.post(GENERATE, json={"model": "ddpm", "stream": "yes please"}), 422, "stream", param="stream")
 
 
 # ----------------------------------------------------------------------------- genlab sample

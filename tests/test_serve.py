@@ -26,8 +26,7 @@ from genlab.imageio import to_uint8
 from genlab.serve import create_app
 from genlab.serve.cli import default_torch_threads, is_loopback
 
-from conftest import assert_clean_error, run_cli, train_served_models
-
+from conftest import assert_clean_error, assert_http_error, run_cli, train_served_models
 
 
 @pytest.fixture(scope="module")
@@ -68,18 +67,6 @@ def decode_png(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)))
 
 
-def assert_error(response, status: int, *needles: str) -> dict:
-    """A JSON error with this status, a message naming each needle, and no traceback."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    error = response.json()["error"]
-    assert error["code"] == status and error["message"]
-    assert "Traceback" not in response.text
-    for needle in needles:
-        assert needle.lower() in (error["message"] + " " + (error["hint"] or "")).lower(), (needle, error)
-    return error
-
-
 # ----------------------------------------------------------------------------- models
 
 
@@ -118,8 +105,8 @@ def test_model_detail_has_config_metrics_and_sample_grid(client, models_dir):
     assert grid.content == (models_dir / "vae" / "samples.png").read_bytes()
     text = client.get("/v1/models/gpt").json()
     assert text["samples_text"] == (models_dir / "gpt" / "samples.txt").read_text()
-    assert_error(client.get("/v1/models/vae/previews/config.json"), 404, "samples.png")
-    assert_error(client.get("/v1/models/nope"), 404, "no model named 'nope'", "vae")
+    assert_http_error(client.get("/v1/models/vae/previews/config.json"), 404, "samples.png")
+    assert_http_error(client.get("/v1/models/nope"), 404, "no model named 'nope'", "vae")
 
 
 # ----------------------------------------------------------------------------- images
@@ -168,8 +155,8 @@ def test_inpaint_keeps_known_pixels_and_fills_the_mask(client, models_dir):
 
     # a drawn mask of another size is named by its upload's file name (no temporary file anywhere)
     small_mask = png_upload(np.full((5, 5), 255, dtype=np.uint8), "m.png")
-    assert_error(client.post("/v1/images/inpaint", data={"model": "vae"}, files={**files, "mask": small_mask}), 400,
-                 "the mask 'm.png' is 5x5 but the image is 8x8")
+    assert_http_error(client.post("/v1/images/inpaint", data={"model": "vae"}, files={**files, "mask": small_mask}), 400,
+                      "the mask 'm.png' is 5x5 but the image is 8x8")
     # the same mask drawn as a picture (white = missing) gives the same result
     drawn = png_upload((mask * 255).astype(np.uint8), "mask.png")
     same = client.post("/v1/images/inpaint", data={"model": "vae", "steps": "20", "restarts": "2", "seed": "3",
@@ -267,7 +254,7 @@ def test_completions_stream_server_sent_events(client):
     assert all(e["choices"][0]["finish_reason"] is None for e in events[:-1])
     # a bad prompt is an ordinary JSON error, not a stream that breaks off
     bad = client.post("/v1/completions", json={**request, "stream": True, "prompt": "\u2603 snowman"})
-    assert_error(bad, 400, "\u2603")
+    assert_http_error(bad, 400, "\u2603")
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -287,65 +274,65 @@ def test_invalid_model_names_are_refused_by_the_store(models_dir):
 
 def test_bad_input_is_a_4xx_json_error(client, models_dir, tmp_path):
     generate = "/v1/images/generations"
-    assert_error(client.post(generate, json={"model": "unknown", "n": 2}), 404, "no model named 'unknown'", "vae")
-    assert_error(client.post(generate, json={"model": "../vae"}), 400, "not a valid model name", "..")
-    assert_error(client.post(generate, json={"model": "/etc"}), 400, "not a valid model name")
+    assert_http_error(client.post(generate, json={"model": "unknown", "n": 2}), 404, "no model named 'unknown'", "vae")
+    assert_http_error(client.post(generate, json={"model": "../vae"}), 400, "not a valid model name", "..")
+    assert_http_error(client.post(generate, json={"model": "/etc"}), 400, "not a valid model name")
     for path in ("/v1/models/..%2F..%2Fetc", "/v1/models/%2E%2E", "/v1/models/../../etc/passwd"):
         assert client.get(path).status_code in (400, 404)  # refused by the name check, or by routing
-        assert_error(client.get(path), client.get(path).status_code)
-    assert_error(client.get("/v1/models/.hidden"), 400, "not a valid model name")
-    assert_error(client.post(generate, json={"model": "vae", "n": 65}), 422, "n:", "64", "65")
-    assert_error(client.post(generate, json={"model": "vae", "n": 0}), 422, "n:", "greater than or equal to 1")
-    assert_error(client.post(generate, json={"model": "vae", "nn": 2}), 422, "unknown field 'nn'", "response_format")
-    assert_error(client.post(generate, json={"n": 2}), 422, "model is required")
-    assert_error(client.post(generate, content=b'{"model": "vae", ', headers={"content-type": "application/json"}),
-                 400, "not valid JSON")
-    assert_error(client.post(generate, content=b"[1, 2]", headers={"content-type": "application/json"}), 422,
-                 "must be a JSON object")
-    assert_error(client.post(generate, content=b"model=vae", headers={"content-type": "text/plain"}), 415,
-                 "takes a JSON body", "application/json")
-    assert_error(client.post(generate, json={"model": "vae", "class": 3}), 400, "unconditional")
-    assert_error(client.post(generate, json={"model": "cvae", "class": 10}), 400, "class 10 is out of range", "0..9")
-    assert_error(client.post(generate, json={"model": "gpt"}), 400, "of kind 'text'", "/v1/completions")
+        assert_http_error(client.get(path), client.get(path).status_code)
+    assert_http_error(client.get("/v1/models/.hidden"), 400, "not a valid model name")
+    assert_http_error(client.post(generate, json={"model": "vae", "n": 65}), 422, "n:", "64", "65")
+    assert_http_error(client.post(generate, json={"model": "vae", "n": 0}), 422, "n:", "greater than or equal to 1")
+    assert_http_error(client.post(generate, json={"model": "vae", "nn": 2}), 422, "unknown field 'nn'", "response_format")
+    assert_http_error(client.post(generate, json={"n": 2}), 422, "model is required")
+    assert_http_error(client.post(generate, content=b'{"model": "vae", ', headers={"content-type": "application/json"}),
+                      400, "not valid JSON")
+    assert_http_error(client.post(generate, content=b"[1, 2]", headers={"content-type": "application/json"}), 422,
+                      "must be a JSON object")
+    assert_http_error(client.post(generate, content=b"model=vae", headers={"content-type": "text/plain"}), 415,
+                      "takes a JSON body", "application/json")
+    assert_http_error(client.post(generate, json={"model": "vae", "class": 3}), 400, "unconditional")
+    assert_http_error(client.post(generate, json={"model": "cvae", "class": 10}), 400, "class 10 is out of range", "0..9")
+    assert_http_error(client.post(generate, json={"model": "gpt"}), 400, "of kind 'text'", "/v1/completions")
 
     complete = "/v1/completions"
-    assert_error(client.post(complete, json={"model": "gpt", "max_tokens": -1}), 422, "max_tokens", "-1")
-    assert_error(client.post(complete, json={"model": "gpt", "max_tokens": 5000}), 422, "max_tokens", "1024")
-    assert_error(client.post(complete, json={"model": "gpt", "prompt": "x" * 9000}), 422, "prompt", "8000")
-    assert_error(client.post(complete, json={"model": "gpt", "temperature": 0, "n": 2}), 400, "greedy")
-    assert_error(client.post(complete, json={"model": "gpt", "stop": ["a", "b", "c", "d", "e"]}), 422, "stop")
-    assert_error(client.post(complete, json={"model": "gpt", "top_p": 0}), 422, "top_p")
-    assert_error(client.post(complete, json={"model": "vae"}), 400, "of kind 'image'", "/v1/images/generations")
+    assert_http_error(client.post(complete, json={"model": "gpt", "max_tokens": -1}), 422, "max_tokens", "-1")
+    assert_http_error(client.post(complete, json={"model": "gpt", "max_tokens": 5000}), 422, "max_tokens", "1024")
+    assert_http_error(client.post(complete, json={"model": "gpt", "prompt": "x" * 9000}), 422, "prompt", "8000")
+    assert_http_error(client.post(complete, json={"model": "gpt", "temperature": 0, "n": 2}), 400, "greedy")
+    assert_http_error(client.post(complete, json={"model": "gpt", "stop": ["a", "b", "c", "d", "e"]}), 422, "stop")
+    assert_http_error(client.post(complete, json={"model": "gpt", "top_p": 0}), 422, "top_p")
+    assert_http_error(client.post(complete, json={"model": "vae"}), 400, "of kind 'image'", "/v1/images/generations")
 
     inpaint = "/v1/images/inpaint"
     image = {"image": png_upload(digit())}
-    assert_error(client.post(inpaint, json={"model": "vae"}), 415, "multipart/form-data")
-    assert_error(client.post(inpaint, data={"model": "vae"}, files=image), 422, "exactly one of mask")
-    assert_error(client.post(inpaint, data={"model": "vae", "mask_spec": "/etc/passwd"}, files=image), 400,
-                 "cannot read mask_spec")
-    assert_error(client.post(inpaint, data={"model": "vae", "mask_spec": "box:6,6,8,8"}, files=image), 400,
-                 "does not lie inside")
-    assert_error(client.post(inpaint, data={"model": "vae", "mask_spec": "half:top", "steps": "5000"}, files=image),
-                 422, "steps", "1000")
-    assert_error(client.post(inpaint, data={"model": "vae", "mask_spec": "half:top"},
-                             files={"image": ("notes.txt", b"not an image at all", "text/plain")}), 415,
-                 "not a readable image", "PNG")
+    assert_http_error(client.post(inpaint, json={"model": "vae"}), 415, "multipart/form-data")
+    assert_http_error(client.post(inpaint, data={"model": "vae"}, files=image), 422, "exactly one of mask")
+    assert_http_error(client.post(inpaint, data={"model": "vae", "mask_spec": "/etc/passwd"}, files=image), 400,
+                      "cannot read mask_spec")
+    assert_http_error(client.post(inpaint, data={"model": "vae", "mask_spec": "box:6,6,8,8"}, files=image), 400,
+                      "does not lie inside")
+    assert_http_error(client.post(inpaint, data={"model": "vae", "mask_spec": "half:top", "steps": "5000"}, files=image),
+                      422, "steps", "1000")
+    assert_http_error(client.post(inpaint, data={"model": "vae", "mask_spec": "half:top"},
+                                  files={"image": ("notes.txt", b"not an image at all", "text/plain")}), 415,
+                      "not a readable image", "PNG")
     big = png_upload(np.zeros((2100, 2100), dtype=np.uint8), "huge.png")  # small file, too many pixels
-    assert_error(client.post(inpaint, data={"model": "vae", "mask_spec": "half:top"}, files={"image": big}), 413,
-                 "2100x2100", "limit")
+    assert_http_error(client.post(inpaint, data={"model": "vae", "mask_spec": "half:top"}, files={"image": big}), 413,
+                      "2100x2100", "limit")
     heavy = ("heavy.png", os.urandom((4 << 20) + 10), "image/png")
-    assert_error(client.post(inpaint, data={"model": "vae", "mask_spec": "half:top"}, files={"image": heavy}), 413,
-                 "4 MiB")
-    assert_error(client.post("/v1/images/upscale", data={"model": "vae"}, files=image), 400, "upscale", "superres")
-    assert_error(client.post("/v1/images/denoise", data={"model": "denoiser", "noise": "loud:3"}, files=image), 400,
-                 "cannot read noise", "gaussian:")
+    assert_http_error(client.post(inpaint, data={"model": "vae", "mask_spec": "half:top"}, files={"image": heavy}), 413,
+                      "4 MiB")
+    assert_http_error(client.post("/v1/images/upscale", data={"model": "vae"}, files=image), 400, "upscale", "superres")
+    assert_http_error(client.post("/v1/images/denoise", data={"model": "denoiser", "noise": "loud:3"}, files=image), 400,
+                      "cannot read noise", "gaussian:")
     too_many = [("image", png_upload(digit(), f"{i}.png")) for i in range(17)]
-    assert_error(client.post("/v1/anomaly/scores", data={"model": "vae"}, files=too_many), 413, "16")
+    assert_http_error(client.post("/v1/anomaly/scores", data={"model": "vae"}, files=too_many), 413, "16")
 
-    assert_error(client.post(generate, content=b"x" * ((16 << 20) + 1), headers={"content-type": "application/json"}),
-                 413, "16 MiB")
-    assert_error(client.get("/v1/nothing"), 404, "no such endpoint")
-    assert_error(client.delete("/v1/models"), 405, "does not take DELETE")
+    assert_http_error(client.post(generate, content=b"x" * ((16 << 20) + 1), headers={"content-type": "application/json"}),
+                      413, "16 MiB")
+    assert_http_error(client.get("/v1/nothing"), 404, "no such endpoint")
+    assert_http_error(client.delete("/v1/models"), 405, "does not take DELETE")
 
 
 def test_model_names_resolve_only_inside_the_models_directory(models_dir, tmp_path):
@@ -358,8 +345,8 @@ def test_model_names_resolve_only_inside_the_models_directory(models_dir, tmp_pa
     (root / "alias").symlink_to(models_dir / "vae")  # also outside (another folder), so refused too
     with local(create_app(root)) as client:
         assert client.get("/v1/models").json()["data"] == []
-        assert_error(client.post("/v1/images/generations", json={"model": "escape"}), 400, "outside the models directory")
-        assert_error(client.get("/v1/models/alias"), 400, "outside the models directory")
+        assert_http_error(client.post("/v1/images/generations", json={"model": "escape"}), 400, "outside the models directory")
+        assert_http_error(client.get("/v1/models/alias"), 400, "outside the models directory")
 
 
 # ----------------------------------------------------------------------------- runtime
@@ -373,7 +360,7 @@ def test_full_queue_is_429_with_retry_after_and_time_limit_is_504(models_dir):
         blocker = pool.submit(lambda deadline: release.wait(30), time.monotonic() + 30)
         try:
             busy = client.post("/v1/images/generations", json={"model": "vae", "n": 2})
-            assert_error(busy, 429, "busy", "retry")
+            assert_http_error(busy, 429, "busy", "retry")
             assert int(busy.headers["retry-after"]) >= 1
         finally:
             release.set()
@@ -386,9 +373,9 @@ def test_full_queue_is_429_with_retry_after_and_time_limit_is_504(models_dir):
         blocker = pool.submit(lambda deadline: release.wait(30), time.monotonic() + 30)
         try:
             late = client.post("/v1/images/generations", json={"model": "vae", "n": 2})
-            assert_error(late, 504, "0.3 s time limit")
+            assert_http_error(late, 504, "0.3 s time limit")
             stream = client.post("/v1/completions", json={"model": "gpt", "stream": True})
-            assert_error(stream, 504, "time limit")
+            assert_http_error(stream, 504, "time limit")
         finally:
             release.set()
             blocker.result(timeout=10)
@@ -457,7 +444,7 @@ def test_docs_work_offline_and_studio_is_mounted(models_dir, tmp_path):
         assert client.get("/").text.startswith("<!doctype html><title>studio</title>")
         assert client.get("/app.js").text == "console.log('studio')"
         assert client.get("/v1/models").status_code == 200  # the API wins over the mount
-        assert_error(client.get("/missing.js"), 404, "no such endpoint")
+        assert_http_error(client.get("/missing.js"), 404, "no such endpoint")
 
 
 TINY_MUSIC_GPT = ["data.max_pieces=8", "data.block_size=64", "model.n_layer=1", "model.n_head=2", "model.n_embd=32",
@@ -506,16 +493,16 @@ def test_music_compositions_match_compose(music_dir):
             assert prompted.status_code == 200, prompted.text
             assert prompted.json()["seconds"] > body["seconds"]
         music = "/v1/music/compositions"
-        assert_error(client.post(music, json={"model": "chorales", "bars": 65}), 422, "bars", "64")
-        assert_error(client.post(music, json={"model": "chorales", "bars": 0}), 422, "bars")
-        assert_error(client.post(music, json={"model": "chorales", "tempo": 1000}), 422, "tempo", "300")
-        assert_error(client.post(music, json={"model": "chorales", "prompt_midi": "%%%"}), 400, "not valid base64")
-        assert_error(client.post(music, json={"model": "jsb", "top_p": 0.9}), 400, "top_p")
+        assert_http_error(client.post(music, json={"model": "chorales", "bars": 65}), 422, "bars", "64")
+        assert_http_error(client.post(music, json={"model": "chorales", "bars": 0}), 422, "bars")
+        assert_http_error(client.post(music, json={"model": "chorales", "tempo": 1000}), 422, "tempo", "300")
+        assert_http_error(client.post(music, json={"model": "chorales", "prompt_midi": "%%%"}), 400, "not valid base64")
+        assert_http_error(client.post(music, json={"model": "jsb", "top_p": 0.9}), 400, "top_p")
 
 
 def test_music_compositions_refuse_a_model_that_is_not_a_music_model(client):
-    assert_error(client.post("/v1/music/compositions", json={"model": "vae", "bars": 2}), 400, "compose",
-                 "music or pianoroll")
+    assert_http_error(client.post("/v1/music/compositions", json={"model": "vae", "bars": 2}), 400, "compose",
+                      "music or pianoroll")
 
 
 # ----------------------------------------------------------------------------- command line
@@ -630,7 +617,7 @@ def test_an_unexpected_failure_is_a_500_json_error_without_a_traceback(models_di
     monkeypatch.setattr(jobs, "generate_images", broken)
     with local(create_app(models_dir), raise_server_exceptions=False) as client:
         response = client.post("/v1/images/generations", json={"model": "vae"})
-        error = assert_error(response, 500, "internal error", "RuntimeError")
+        error = assert_http_error(response, 500, "internal error", "RuntimeError")
         assert "deep inside" not in response.text  # details stay in the server log
         assert error["type"] == "server_error"
 

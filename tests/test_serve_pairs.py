@@ -17,7 +17,7 @@ import genlab
 from genlab.limits import MAX_CHAT_MESSAGE_CHARS, MAX_CHAT_MESSAGES, MAX_TRANSLATION_CHARS, MAX_TRANSLATION_TEXTS
 from genlab.serve import create_app
 
-from conftest import SERVED_GPT
+from conftest import SERVED_GPT, assert_http_error
 from test_studio import WAIT_S, browser, page_errors, serving, set_value, wait_for  # noqa: F401
 from test_translate import TINY
 
@@ -68,18 +68,6 @@ def events(response) -> list:
     assert all(block.startswith("data: ") for block in blocks), blocks
     payloads = [block.removeprefix("data: ") for block in blocks]
     return [p if p == "[DONE]" else json.loads(p) for p in payloads]
-
-
-def assert_error(response, status: int, *needles: str) -> dict:
-    """A JSON error with this status, a message (and hint) naming each needle, and no traceback."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    error = response.json()["error"]
-    assert error["code"] == status and error["message"]
-    assert "Traceback" not in response.text
-    for needle in needles:
-        assert needle.lower() in (error["message"] + " " + (error["hint"] or "")).lower(), (needle, error)
-    return error
 
 
 # ----------------------------------------------------------------------------- the models listing
@@ -247,15 +235,15 @@ BAD = [
 
 @pytest.mark.parametrize("path,body,status,needles", BAD, ids=[f"{i}-{b[0].rsplit('/', 1)[-1]}" for i, b in enumerate(BAD)])
 def test_bad_input_is_a_4xx_with_a_message(client, path, body, status, needles):
-    assert_error(client.post(path, json=body), status, *needles)
+    assert_http_error(client.post(path, json=body), status, *needles)
     if path == CHAT and isinstance(body, dict) and "messages" in body:  # a stream refused before its first chunk: JSON
-        assert_error(client.post(path, json={**body, "stream": True}), status, *needles)
+        assert_http_error(client.post(path, json={**body, "stream": True}), status, *needles)
 
 
 def test_a_body_that_is_not_json_is_refused_with_the_fields_to_send(client):
-    error = assert_error(client.post(CHAT, content=b"{", headers={"Content-Type": "application/json"}), 400, "not valid JSON")
+    error = assert_http_error(client.post(CHAT, content=b"{", headers={"Content-Type": "application/json"}), 400, "not valid JSON")
     assert error["param"] is None
-    assert_error(client.post(TRANSLATIONS, content=b"text=hi", headers={"Content-Type": "text/plain"}), 415)
+    assert_http_error(client.post(TRANSLATIONS, content=b"text=hi", headers={"Content-Type": "text/plain"}), 415)
 
 
 # ----------------------------------------------------------------------------- the studio

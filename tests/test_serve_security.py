@@ -26,7 +26,7 @@ from genlab.errors import GenlabError
 from genlab.serve import create_app
 from genlab.serve.errors import scrub
 
-from conftest import run_cli
+from conftest import assert_http_error, run_cli
 
 QUICK = ["batch_size=32", "train.progress=false", "train.tensorboard=false", "train.eval_batches=2"]
 TINY_VAE = ["steps=10", "model.hidden=[16]", "model.latent_dim=2", "model.iwae_k=4", *QUICK]
@@ -97,16 +97,6 @@ def client(models_dir, secret_roots):
         yield test_client
 
 
-def assert_error(response, status: int, *needles: str) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    error = response.json()["error"]
-    assert set(error) == {"message", "hint", "type", "param", "code"} and error["code"] == status
-    for needle in needles:
-        assert needle.lower() in (error["message"] + " " + (error["hint"] or "")).lower(), (needle, error)
-    return error
-
-
 def png_upload(array: np.ndarray, name: str = "digit.png") -> tuple[str, bytes, str]:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
@@ -121,17 +111,17 @@ def test_only_loopback_host_names_are_served(models_dir, client, secret_roots):
     for host in ("localhost", "localhost:8000", "127.0.0.1:8000", "[::1]:8000", "LOCALHOST."):
         assert client.get("/healthz", headers={"host": host}).status_code == 200, host
     for host in ("attacker.example", "attacker.example:8000", "127.0.0.1.attacker.example", "localhost:x", ""):
-        assert_error(client.get("/healthz", headers={"host": host}), 421, "--allowed-host")
-        assert_error(client.post("/v1/images/generations", json={"model": "vae"}, headers={"host": host}), 421)
+        assert_http_error(client.get("/healthz", headers={"host": host}), 421, "--allowed-host")
+        assert_http_error(client.post("/v1/images/generations", json={"model": "vae"}, headers={"host": host}), 421)
     with TestClient(create_app(models_dir)) as default:  # TestClient's own Host, "testserver", is no loopback name
-        assert_error(default.get("/v1/models"), 421, "testserver")
+        assert_http_error(default.get("/v1/models"), 421, "testserver")
     with CheckedClient(create_app(models_dir, allowed_hosts=["genlab.lan"]), secret_roots) as named:
         assert named.get("/healthz", headers={"host": "genlab.lan:8000"}).status_code == 200
         assert named.get("/healthz").status_code == 200  # loopback stays allowed
-        assert_error(named.get("/healthz", headers={"host": "attacker.example"}), 421)
+        assert_http_error(named.get("/healthz", headers={"host": "attacker.example"}), 421)
     with CheckedClient(create_app(models_dir, allowed_hosts=["0.0.0.0"]), secret_roots) as everywhere:
         assert everywhere.get("/healthz", headers={"host": "192.168.1.20:8000"}).status_code == 200  # an address
-        assert_error(everywhere.get("/healthz", headers={"host": "attacker.example"}), 421)  # but not any name
+        assert_http_error(everywhere.get("/healthz", headers={"host": "attacker.example"}), 421)  # but not any name
     with pytest.raises(GenlabError, match="not a host name"):
         create_app(models_dir, allowed_hosts=["bad host/"])
 
@@ -142,14 +132,14 @@ def test_only_loopback_host_names_are_served(models_dir, client, secret_roots):
 def test_cross_origin_requests_are_refused_unless_named(models_dir, client, secret_roots):
     generate = "/v1/images/generations"
     evil = {"origin": "http://evil.example"}
-    assert_error(client.post(generate, json={"model": "vae", "n": 1}, headers=evil), 403, "cross-origin",
-                 "--cors-origin")
+    assert_http_error(client.post(generate, json={"model": "vae", "n": 1}, headers=evil), 403, "cross-origin",
+                      "--cors-origin")
     # the simple multipart POST a page can send without a preflight
     image = {"image": png_upload(np.zeros((8, 8), dtype=np.uint8))}
-    assert_error(client.post("/v1/images/inpaint", data={"model": "vae", "mask_spec": "half:top"}, files=image,
-                             headers=evil), 403)
-    assert_error(client.get("/v1/models", headers={"origin": "null"}), 403)
-    assert_error(client.get("/v1/models", headers={"origin": "http://localhost"}), 403)  # another origin too
+    assert_http_error(client.post("/v1/images/inpaint", data={"model": "vae", "mask_spec": "half:top"}, files=image,
+                                  headers=evil), 403)
+    assert_http_error(client.get("/v1/models", headers={"origin": "null"}), 403)
+    assert_http_error(client.get("/v1/models", headers={"origin": "http://localhost"}), 403)  # another origin too
     # the server's own pages (the studio) send their own origin
     own = client.post(generate, json={"model": "vae", "n": 1}, headers={"origin": "http://127.0.0.1"})
     assert own.status_code == 200, own.text
@@ -162,7 +152,7 @@ def test_cross_origin_requests_are_refused_unless_named(models_dir, client, secr
         preflight = cors.options(generate, headers={"origin": site, "access-control-request-method": "POST",
                                                     "access-control-request-headers": "content-type"})
         assert preflight.status_code == 200 and "POST" in preflight.headers["access-control-allow-methods"]
-        assert_error(cors.post(generate, json={"model": "vae", "n": 1}, headers=evil), 403)
+        assert_http_error(cors.post(generate, json={"model": "vae", "n": 1}, headers=evil), 403)
     with pytest.raises(GenlabError, match="not an origin"):
         create_app(models_dir, cors_origins=["localhost:3000/page"])
 
@@ -175,11 +165,11 @@ def test_api_key_guards_everything_but_health_and_static_pages(models_dir, secre
         for method, path, kwargs in (("GET", "/v1/models", {}), ("GET", "/v1/models/vae", {}), ("GET", "/metrics", {}),
                                      ("POST", "/v1/images/generations", {"json": {"model": "vae", "n": 1}})):
             missing = client.request(method, path, **kwargs)
-            assert_error(missing, 401, "needs an API key", "Authorization: Bearer")
+            assert_http_error(missing, 401, "needs an API key", "Authorization: Bearer")
             assert missing.headers["www-authenticate"] == "Bearer"
             wrong = client.request(method, path, headers={"authorization": "Bearer not-the-key"}, **kwargs)
-            assert_error(wrong, 401, "not valid")
-            assert_error(client.request(method, path, headers={"authorization": KEY}, **kwargs), 401)  # no scheme
+            assert_http_error(wrong, 401, "not valid")
+            assert_http_error(client.request(method, path, headers={"authorization": KEY}, **kwargs), 401)  # no scheme
             right = client.request(method, path, headers={"authorization": f"Bearer {KEY}"}, **kwargs)
             assert right.status_code == 200, right.text
         assert client.get("/healthz").status_code == 200
@@ -229,8 +219,8 @@ def test_a_reachable_server_needs_a_key(models_dir, monkeypatch, capsys, secret_
         auth = {"authorization": f"Bearer {KEY}"}
         assert client.get("/v1/models", headers={"host": "genlab.lan:8000", **auth}).status_code == 200
         assert client.get("/v1/models", headers={"host": "10.1.2.3:8000", **auth}).status_code == 200
-        assert_error(client.get("/v1/models", headers={"host": "attacker.example", **auth}), 421)
-        assert_error(client.get("/v1/models", headers={"host": "10.1.2.3:8000"}), 401)
+        assert_http_error(client.get("/v1/models", headers={"host": "attacker.example", **auth}), 421)
+        assert_http_error(client.get("/v1/models", headers={"host": "10.1.2.3:8000"}), 401)
         assert client.get("/v1/models", headers={"origin": "http://localhost:3000", **auth}).status_code == 200
     code, _, err, _ = serve_without_running(monkeypatch, capsys, "--models", str(models_dir), "--api-key", "has space")
     assert code == 2 and "API key" in err
@@ -282,13 +272,13 @@ def test_damaged_models_are_listed_with_the_reason_and_refused_fast(client):
     assert "endpoints" not in broken and "not valid JSON" in broken["error"] and broken["error"].startswith("broken/")
     start = time.perf_counter()
     refused = client.post("/v1/images/generations", json={"model": "broken", "n": 1})
-    assert_error(refused, 500, "cannot be loaded", "broken/config.json")
+    assert_http_error(refused, 500, "cannot be loaded", "broken/config.json")
     huge = models["huge"]
     assert "endpoints" not in huge and "does not match" in huge["error"] and huge["hint"], huge
     detail = client.get("/v1/models/huge").json()
     assert "does not match" in detail["error"] and "config" not in detail
     refused = client.post("/v1/images/generations", json={"model": "huge", "n": 1})
-    assert_error(refused, 500, "cannot be loaded", "does not match")
+    assert_http_error(refused, 500, "cannot be loaded", "does not match")
     assert time.perf_counter() - start < 10  # refused from the header, never built at 30000 x 30000
     assert "huge" not in [name for name, _ in client.app.state.store.loaded()]
 
@@ -302,7 +292,7 @@ def test_error_messages_are_scrubbed_centrally(models_dir, monkeypatch, secret_r
 
     monkeypatch.setattr(jobs, "generate_images", reads_a_file)
     with CheckedClient(create_app(models_dir), secret_roots) as client:
-        error = assert_error(client.post("/v1/images/generations", json={"model": "vae"}), 400)
+        error = assert_http_error(client.post("/v1/images/generations", json={"model": "vae"}), 400)
         assert error["message"] == "cannot read vae/extra.bin or private.key from <_io.BytesIO object>"
         assert error["hint"] == f"look at {models_dir.name}"
 
@@ -311,7 +301,7 @@ def test_error_messages_are_scrubbed_centrally(models_dir, monkeypatch, secret_r
 
     monkeypatch.setattr(jobs, "generate_images", bug)
     with CheckedClient(create_app(models_dir), secret_roots, raise_server_exceptions=False) as client:
-        error = assert_error(client.post("/v1/images/generations", json={"model": "vae"}), 500, "RuntimeError")
+        error = assert_http_error(client.post("/v1/images/generations", json={"model": "vae"}), 500, "RuntimeError")
         assert "bug" not in error["message"] and "safetensors" not in error["message"]
 
 
@@ -320,8 +310,8 @@ def test_one_model_directory_is_served_as_a_one_model_store(models_dir, secret_r
         assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["vae"]
         assert client.get("/healthz").json()["models_dir"] == "vae"
         assert client.post("/v1/images/generations", json={"model": "vae", "n": 2}).status_code == 200
-        assert_error(client.post("/v1/images/generations", json={"model": "cvae"}), 404, "no model named 'cvae'")
-        assert_error(client.get("/v1/models/gpt"), 404)
+        assert_http_error(client.post("/v1/images/generations", json={"model": "cvae"}), 404, "no model named 'cvae'")
+        assert_http_error(client.get("/v1/models/gpt"), 404)
     code, out, err, _ = serve_without_running(monkeypatch, capsys, "--models", str(models_dir / "vae"))
     assert code == 0 and "serving the model" in out, err
 
@@ -339,25 +329,25 @@ def test_previews_are_files_inside_the_models_directory(models_dir, tmp_path, se
     with CheckedClient(create_app(root), secret_roots) as client:
         detail = client.get("/v1/models/vae").json()
         assert detail["samples_text"] is None and "samples.png" not in detail["previews"]
-        assert_error(client.get("/v1/models/vae/previews/samples.png"), 404)
+        assert_http_error(client.get("/v1/models/vae/previews/samples.png"), 404)
         assert "private words" not in client.get("/v1/models/vae/previews/samples.txt").text
 
 
 def test_bounds_and_method_errors(client):
     generate = "/v1/images/generations"
     for label in (1e20, 10**20, 2**63):
-        assert_error(client.post(generate, json={"model": "cvae", "class": label}), 422, "class")
-    assert_error(client.post(generate, json={"model": "vae", "seed": 2**64}), 422, "seed")
+        assert_http_error(client.post(generate, json={"model": "cvae", "class": label}), 422, "class")
+    assert_http_error(client.post(generate, json={"model": "vae", "seed": 2**64}), 422, "seed")
     assert client.post(generate, json={"model": "vae", "n": 1, "seed": 2**63 - 1}).status_code == 200
     for method in ("PUT", "GET", "DELETE"):
         response = client.request(method, "/v1/completions")
-        assert_error(response, 405, f"does not take {method}")
+        assert_http_error(response, 405, f"does not take {method}")
         assert response.headers["allow"] == "POST"
     response = client.delete("/v1/models")
-    assert_error(response, 405)
+    assert_http_error(response, 405)
     assert response.headers["allow"] == "GET"
-    assert_error(client.put("/index.html"), 405)  # a studio file: the studio's own methods
-    assert_error(client.get("/v1/nothing"), 404)
+    assert_http_error(client.put("/index.html"), 405)  # a studio file: the studio's own methods
+    assert_http_error(client.get("/v1/nothing"), 404)
 
 
 # ----------------------------------------------------------------------------- slow and many clients

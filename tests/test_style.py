@@ -27,7 +27,7 @@ from genlab.errors import GenlabError
 from genlab.models.transformer import GPT, GPTConfig
 from genlab.sampling import GenerationConfig, generate
 
-from conftest import SHARED_DATA, assert_clean_error, run_cli
+from conftest import SHARED_DATA, assert_clean_error, assert_http_error, run_cli
 
 TINY = ["model.n_layer=1", "model.n_head=2", "model.n_embd=32", "data.block_size=32", "batch_size=16",
         "train.lr=0.01", "train.warmup_steps=10", "train.eval_every=100", "train.eval_batches=4",
@@ -285,6 +285,28 @@ def test_generation_with_a_style_on_a_model_without_styles_is_refused():
     assert "gpt-styles" in error.value.hint
     with pytest.raises(GenlabError, match="style must be"):
         GenerationConfig(style="")
+
+
+def test_the_completions_endpoint_writes_in_a_style(style_run):
+    from starlette.testclient import TestClient
+
+    from genlab.serve import create_app
+
+    request = {"model": style_run.name, "prompt": "", "max_tokens": 40, "n": 3, "seed": 4, "style": "vowels"}
+    model = genlab.load(style_run)
+    expected = genlab.generate(model, "", style="vowels", max_new_tokens=40, num_return_sequences=3, seed=4)
+    expected_one = genlab.generate(model, "", style="vowels", max_new_tokens=40, seed=4)[0]
+    with TestClient(create_app(style_run.parent, workers=1, queue_size=4), base_url="http://127.0.0.1") as client:
+        reply = client.post("/v1/completions", json=request)
+        assert reply.status_code == 200, reply.text
+        assert [choice["text"] for choice in reply.json()["choices"]] == expected
+        with client.stream("POST", "/v1/completions", json={**request, "n": 1, "stream": True}) as response:
+            events = [line[len("data: "):] for line in response.read().decode().split("\n\n") if line.startswith("data: ")]
+        assert events[-1] == "[DONE]"
+        assert "".join(json.loads(e)["choices"][0]["text"] for e in events[:-1]) == expected_one
+        assert_http_error(client.post("/v1/completions", json={**request, "style": "dickens"}), 400,
+                          "unknown style 'dickens'", "consonants, vowels", param="style")
+        assert_http_error(client.post("/v1/completions", json={**request, "style": ""}), 422, "style")
 
 
 def test_cli_generate_and_eval_with_styles(style_run, capsys):

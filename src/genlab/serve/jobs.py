@@ -178,37 +178,26 @@ class ChatReply:
 def chat_reply(model, body, deadline: float, emit=None, cancelled=None) -> ChatReply:
     """The reply genlab.chat gives to body.messages with the body's settings, and (emit) the pieces
     genlab.chat_stream yields for it, as they are decoded; it stops at `deadline` (JobTimeout) or
-    when `cancelled` (a threading.Event) is set.
-
-    This follows chat_stream token by token rather than calling it, because the reply's
-    finish_reason needs what chat and chat_stream do not return: whether decoding ended with the
-    model's end of turn or ran out of max_tokens. tests/test_serve_pairs.py checks the text and
-    the pieces against genlab.chat."""
-    from ..sampling.seq2seq import seq2seq_stream
-    from ..tasks.textpairs import _chat_config, _chat_source
+    when `cancelled` (a threading.Event) is set. tests/test_serve_pairs.py checks the text and the
+    pieces against genlab.chat."""
+    from ..tasks.textpairs import ChatDecoding
 
     try:
-        config = _chat_config(model, body.temperature, body.top_p, body.max_tokens, body.seed)
-        source = _chat_source(model, [message.model_dump() for message in body.messages])
+        decoding = ChatDecoding.start(model, [message.model_dump() for message in body.messages], body.temperature,
+                                      body.top_p, body.max_tokens, body.seed)
     except GenlabError as e:
         raise _request_names(e, "messages") from None
     if emit is not None:
         emit(None)  # the reply begins (OpenAI's first chunk carries the role)
-    generator = torch.Generator(model.device).manual_seed(config.seed)
-    tokens: list[int] = []
-    sent = ""
-    for token in seq2seq_stream(model, source, config, generator=generator):
+    pieces = decoding.pieces()
+    for piece in pieces:
+        if emit is not None:
+            emit(piece)
         if time.monotonic() > deadline:
             raise JobTimeout()
         if cancelled is not None and cancelled.is_set():
+            pieces.close()
             break
-        tokens.append(token)
-        text = model.target_text(tokens)
-        if emit is not None and not text.endswith("\ufffd") and text.startswith(sent) and len(text) > len(sent):
-            emit(text[len(sent):])  # held back while the tokens end inside a character, as chat_stream does
-            sent = text
-    text = model.target_text(tokens)
-    if emit is not None and text.startswith(sent) and len(text) > len(sent):
-        emit(text[len(sent):])
-    reason = "length" if len(tokens) >= config.max_new_tokens else "stop"
-    return ChatReply(text, reason, len(source), len(tokens))
+    for piece in decoding.rest() if emit is not None else ():
+        emit(piece)
+    return ChatReply(decoding.text, decoding.finish_reason, len(decoding.source), len(decoding.tokens))

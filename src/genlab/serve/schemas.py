@@ -58,6 +58,8 @@ class CompletionRequest(Strict):
                                          description=f"up to {MAX_STOP} strings the text ends before")
     seed: int = Seed
     stream: bool = Field(False, description="send server-sent events as the text is generated")
+    style: str | None = Field(None, min_length=1, max_length=200,
+                              description="write in this style (models trained with data styles; genlab extension)")
 
     @field_validator("stop")
     @classmethod

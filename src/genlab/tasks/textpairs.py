@@ -15,6 +15,7 @@ its speaker tag; older turns are dropped with a notice.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -247,19 +248,51 @@ def chat_stream(model, messages, *, temperature: float = 0.0, top_p: float | Non
     it is decoded: their concatenation is chat's return value. A piece is held back while the
     tokens so far end inside a multi-byte character."""
     model = pair_model(model, dialogue=True)
-    config = _chat_config(model, temperature, top_p, max_new_tokens, seed)
-    source = _chat_source(model, messages)
-    generator = torch.Generator(model.device).manual_seed(config.seed)
-    tokens: list[int] = []
-    sent = ""
-    for token in seq2seq_stream(model, source, config, generator=generator):
-        tokens.append(token)
-        text = model.target_text(tokens)
-        if text.endswith("\ufffd") or not text.startswith(sent):
-            continue  # an unfinished character (or a detokenizer that rewrites earlier text): wait
-        if len(text) > len(sent):
-            yield text[len(sent):]
-            sent = text
-    text = model.target_text(tokens)
-    if text.startswith(sent) and len(text) > len(sent):
-        yield text[len(sent):]
+    yield from ChatDecoding.start(model, messages, temperature, top_p, max_new_tokens, seed).pieces()
+
+
+@dataclass
+class ChatDecoding:
+    """One reply being decoded: its source ids, settings and the tokens so far (what a server needs
+    beside the text: token counts and whether the turn ended or ran out of max_new_tokens)."""
+    model: object
+    source: list[int]
+    config: Seq2SeqGenerationConfig
+    tokens: list[int] = field(default_factory=list)
+    sent: str = ""  # the text the pieces so far add up to
+
+    @classmethod
+    def start(cls, model, messages, temperature=0.0, top_p=None, max_new_tokens=None, seed=0) -> ChatDecoding:
+        config = _chat_config(model, temperature, top_p, max_new_tokens, seed)
+        return cls(model, _chat_source(model, messages), config)
+
+    def pieces(self) -> Iterator[str]:
+        """The reply's text in pieces, one per decoded token that completes text."""
+        generator = torch.Generator(self.model.device).manual_seed(self.config.seed)
+        for token in seq2seq_stream(self.model, self.source, self.config, generator=generator):
+            self.tokens.append(token)
+            text = self.model.target_text(self.tokens)
+            if text.endswith("\ufffd") or not text.startswith(self.sent):
+                continue  # an unfinished character (or a detokenizer that rewrites earlier text): wait
+            if len(text) > len(self.sent):
+                yield from self._advance(text)
+        yield from self.rest()
+
+    def rest(self) -> Iterator[str]:
+        """What the tokens decoded so far add to the pieces sent (after the last one, or a stop)."""
+        text = self.text
+        if text.startswith(self.sent) and len(text) > len(self.sent):
+            yield from self._advance(text)
+
+    def _advance(self, text: str) -> Iterator[str]:
+        piece, self.sent = text[len(self.sent):], text
+        yield piece
+
+    @property
+    def text(self) -> str:
+        return self.model.target_text(self.tokens)
+
+    @property
+    def finish_reason(self) -> str:
+        """'length' when max_new_tokens ran out first, else 'stop' (the model ended its turn)."""
+        return "length" if len(self.tokens) >= self.config.max_new_tokens else "stop"
