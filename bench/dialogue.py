@@ -72,8 +72,8 @@ def main() -> int:
     else:  # scoring again (e.g. after a change to decoding): keep what the training run measured
         out = args.model
         previous = RESULTS / ("dialogue-quick.json" if args.quick else "dialogue.json")
-        if previous.is_file() and Path(json.loads(previous.read_text()).get("run_dir", "")).resolve() == out.resolve():
-            old = json.loads(previous.read_text())
+        old = json.loads(previous.read_text()) if previous.is_file() else {}
+        if Path(old.get("run_dir", "")).resolve() == out.resolve():
             record.update({k: old[k] for k in ("minutes", "overrides", "train_wall_s", "steps", "tokens_per_s") if k in old})
             record["rescored"] = time.strftime("%Y-%m-%d %H:%M:%S")
     record["run_dir"] = str(out)

@@ -291,6 +291,7 @@ def test_the_completions_endpoint_writes_in_a_style(style_run):
     from starlette.testclient import TestClient
 
     from genlab.serve import create_app
+    from test_serve import parse_sse
 
     request = {"model": style_run.name, "prompt": "", "max_tokens": 40, "n": 3, "seed": 4, "style": "vowels"}
     model = genlab.load(style_run)
@@ -301,9 +302,8 @@ def test_the_completions_endpoint_writes_in_a_style(style_run):
         assert reply.status_code == 200, reply.text
         assert [choice["text"] for choice in reply.json()["choices"]] == expected
         with client.stream("POST", "/v1/completions", json={**request, "n": 1, "stream": True}) as response:
-            events = [line[len("data: "):] for line in response.read().decode().split("\n\n") if line.startswith("data: ")]
-        assert events[-1] == "[DONE]"
-        assert "".join(json.loads(e)["choices"][0]["text"] for e in events[:-1]) == expected_one
+            events = parse_sse(response.read().decode())
+        assert "".join(event["choices"][0]["text"] for event in events) == expected_one
         assert_http_error(client.post("/v1/completions", json={**request, "style": "dickens"}), 400,
                           "unknown style 'dickens'", "consonants, vowels", param="style")
         assert_http_error(client.post("/v1/completions", json={**request, "style": ""}), 422, "style")

@@ -61,8 +61,8 @@ class Seq2SeqGenerationConfig(GenerationConfig):
     temperature: float = 0.0  # greedy unless asked to sample
     length_penalty: float = 0.6  # beam search: GNMT's alpha; 0 ranks by total log-probability
     # EOS cannot come before this many tokens: an empty translation of a non-empty text is never
-    # right, yet beam search with label smoothing finds it (it cost a 20-minute en->zh Transformer a
-    # third of its BLEU through the brevity penalty: bench/translate.py). 0 allows an empty target.
+    # right, yet beam search with label smoothing finds it (a 20-minute en->zh Transformer's BLEU was
+    # 15.09 with empty outputs allowed, 16.91 without: bench/translate.py --rescore). 0 allows an empty target.
     min_new_tokens: int = 1
 
     def __post_init__(self):

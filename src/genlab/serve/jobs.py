@@ -189,15 +189,14 @@ def chat_reply(model, body, deadline: float, emit=None, cancelled=None) -> ChatR
         raise _request_names(e, "messages") from None
     if emit is not None:
         emit(None)  # the reply begins (OpenAI's first chunk carries the role)
-    pieces = decoding.pieces()
-    for piece in pieces:
-        if emit is not None:
-            emit(piece)
+    for piece in decoding.pieces():
         if time.monotonic() > deadline:
             raise JobTimeout()
         if cancelled is not None and cancelled.is_set():
-            pieces.close()
             break
-    for piece in decoding.rest() if emit is not None else ():
-        emit(piece)
+        if emit is not None:
+            emit(piece)
+    for piece in decoding.rest():  # after a cancel: what was decoded but not yet sent
+        if emit is not None:
+            emit(piece)
     return ChatReply(decoding.text, decoding.finish_reason, len(decoding.source), len(decoding.tokens))

@@ -271,22 +271,18 @@ class ChatDecoding:
         generator = torch.Generator(self.model.device).manual_seed(self.config.seed)
         for token in seq2seq_stream(self.model, self.source, self.config, generator=generator):
             self.tokens.append(token)
-            text = self.model.target_text(self.tokens)
-            if text.endswith("\ufffd") or not text.startswith(self.sent):
-                continue  # an unfinished character (or a detokenizer that rewrites earlier text): wait
-            if len(text) > len(self.sent):
-                yield from self._advance(text)
+            text = self.text
+            if not text.endswith("\ufffd"):  # else an unfinished character: wait for its next bytes
+                yield from self.rest(text)
         yield from self.rest()
 
-    def rest(self) -> Iterator[str]:
-        """What the tokens decoded so far add to the pieces sent (after the last one, or a stop)."""
-        text = self.text
+    def rest(self, text: str | None = None) -> Iterator[str]:
+        """What the tokens decoded so far (their `text`) add to the pieces sent; nothing while a
+        detokenizer rewrites earlier text."""
+        text = self.text if text is None else text
         if text.startswith(self.sent) and len(text) > len(self.sent):
-            yield from self._advance(text)
-
-    def _advance(self, text: str) -> Iterator[str]:
-        piece, self.sent = text[len(self.sent):], text
-        yield piece
+            piece, self.sent = text[len(self.sent):], text
+            yield piece
 
     @property
     def text(self) -> str:
