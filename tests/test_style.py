@@ -207,6 +207,52 @@ def test_styled_data_errors_are_clear(tmp_path, capsys):
     assert "data.styles=true" in capsys.readouterr().err
 
 
+def labeled_rows(n_rows: int) -> list[tuple[str, str]]:
+    """Rows alternating between two labels, consonants first: (text, label)."""
+    return [(words(CONSONANTS if i % 2 == 0 else VOWELS, 40, i).replace("\n", " ").strip(),
+             "consonants" if i % 2 == 0 else "vowels") for i in range(n_rows)]
+
+
+def test_a_labeled_file_is_one_style_per_label(tmp_path, capsys):
+    rows = labeled_rows(60)
+    tsv = tmp_path / "quotes.tsv"
+    tsv.write_text("id\ttext\tlabel\n" + "".join(f"{i}\t{t}\t{l}\n" for i, (t, l) in enumerate(rows))
+                   + "60\t\tvowels\n", encoding="utf-8")
+    data = load_text_data(TextDataSpec(name=f"labeled:{tsv}", block_size=32))
+    err = capsys.readouterr().err
+    assert "skipped 1 line(s)" in err and "(line 62)" in err
+    assert isinstance(data, StyledTextData) and data.spec.styles is True and data.styles == ["consonants", "vowels"]
+    corpora = load_style_corpora(f"labeled:{tsv}", tmp_path)
+    for style in data.styles:
+        assert corpora[style] == "\n".join(t for t, l in rows if l == style)
+        assert set(corpora[style]) - set(" \n") <= set(VOWELS if style == "vowels" else CONSONANTS)
+    # Other column names, a CSV; data.styles=false reads every row's text, in file order, as one corpus.
+    csv_file = tmp_path / "quotes.csv"
+    csv_file.write_text("author,quote\n" + "".join(f'{l},"{t}"\n' for t, l in rows), encoding="utf-8")
+    spec = TextDataSpec(name=f"labeled:{csv_file}", text_column="quote", label_column="author", block_size=32)
+    assert load_text_data(spec).styles == ["consonants", "vowels"]
+    plain = TextDataSpec(name=f"labeled:{csv_file}", text_column="quote", styles=False)
+    assert load_corpus(plain.name, tmp_path, text_column="quote") == "\n".join(t for t, _ in rows)
+    assert not isinstance(load_text_data(TextDataSpec(name=plain.name, text_column="quote", styles=False,
+                                                      block_size=32)), StyledTextData)
+    # Bad input: a missing column, one label only, columns on another corpus, the same column twice.
+    with pytest.raises(GenlabError, match="no column 'label'.*'author', 'quote'") as error:
+        load_text_data(TextDataSpec(name=f"labeled:{csv_file}", text_column="quote"))
+    assert "data.label_column=NAME" in error.value.hint
+    one = tmp_path / "one.tsv"
+    one.write_text("text\tlabel\n" + "".join(f"{t}\tsame\n" for t, _ in rows), encoding="utf-8")
+    with pytest.raises(GenlabError, match="1 label\\(s\\).*at least two"):
+        load_text_data(TextDataSpec(name=f"labeled:{one}"))
+    with pytest.raises(GenlabError, match="data.text_column applies only to labeled:FILE"):
+        TextDataSpec(name="pydoc", text_column="text")
+    with pytest.raises(GenlabError, match="both 'x'"):
+        TextDataSpec(name=f"labeled:{one}", text_column="x", label_column="x")
+    with pytest.raises(GenlabError, match="does not exist"):
+        load_text_data(TextDataSpec(name=f"labeled:{tmp_path / 'missing.tsv'}"))
+    code, out, _ = run_cli(capsys, "datasets")
+    assert code == 0 and "labeled:FILE" in out
+
+
 @pytest.mark.parametrize("kind", ["char", "bpe"])
 def test_styled_tokenizer_round_trips_and_hides_control_tokens(kind):
     text = "the quick brown fox <jumps>: over the lazy dog\n" * 50
@@ -327,6 +373,17 @@ def test_cli_generate_and_eval_with_styles(style_run, capsys):
     for row in style["styles"].values():
         assert row["attributed"] >= 0.9 and sum(row["attributed_to"].values()) == 20
     assert "likelihood" not in result  # only the group asked for
+    # Another corpus: scored as plain text (no style token) in the base tokenizer's ids.
+    other = style_run.parent / "more-vowels.txt"
+    other.write_text(words(VOWELS, 2000, 9), encoding="utf-8")
+    code, out, err = run_cli(capsys, "eval", str(style_run), "--against", f"file:{other}:test", "--metrics", "likelihood")
+    assert code == 0, err
+    result = json.loads((style_run / "metrics.json").read_text())["eval"]
+    test = result["likelihood"]["test"]
+    text = other.read_text(encoding="utf-8")
+    base = genlab.load(style_run).tokenizer.base
+    assert result["data"] == f"file:{other}:test" and test["tokens"] == len(base.encode(text[len(text) - round(len(text) * 0.05):]))
+    assert test["perplexity"] < 7  # random vowels: ~5; uniform over its 12 characters: 12; shifted ids: far worse
 
 
 def test_style_metrics_need_a_style_model(tmp_path, capsys):

@@ -88,6 +88,25 @@ def test_eval_reports_sacrebleu_scores_of_the_beam_search_outputs(run, capsys):
     assert result["data"] == "tatoeba-cmn:val" and result["sentences"] == 20 and "scores" not in result
 
 
+def test_eval_takes_the_beam_width_and_length_penalty(run, tiny_model_dir, capsys):
+    code, out, err = run_cli(capsys, "eval", str(run), "-n", "30", "--against", "val", "--metrics", "bleu",
+                             "--beams", "2", "--length-penalty", "1.5")
+    assert code == 0, err
+    assert "beam 2, length penalty 1.5" in out
+    result = json.loads((run / "metrics.json").read_text())["eval"]
+    assert result["decoding"]["num_beams"] == 2 and result["decoding"]["length_penalty"] == 1.5
+    model = genlab.load(run)
+    data = load_pair_data(PairDataSpec(**json.loads((run / "config.json").read_text())["data"]), tokenizer=model.tokenizer)
+    first = [e["source"] for e in result["examples"]]
+    assert [e["output"] for e in result["examples"]] == genlab.translate(model, first, num_beams=2, length_penalty=1.5)
+    assert all(source in data.val.sources for source in first)
+    for args, needles in [(("--beams", "0"), ("--beams",)), (("--length-penalty", "-1"), ("--length-penalty",))]:
+        code, _, err = run_cli(capsys, "eval", str(run), *args)
+        assert_clean_error(code, err, *needles)
+    code, _, err = run_cli(capsys, "eval", str(tiny_model_dir), "--beams", "2")
+    assert_clean_error(code, err, "text-pair models", "leave them out")
+
+
 def test_chinese_targets_are_scored_with_sacrebleus_zh_tokenizer():
     hypotheses, references = ["我们走吧。", "他不在家。", "你好"], ["我们走吧。", "他在家。", "你好吗？"]
     scores = translation_scores(hypotheses, references, "zh")

@@ -210,6 +210,11 @@ Run `genlab COMMAND --help` for a command's options and examples.""",
     p.add_argument("--metrics", help="comma-separated groups: likelihood,samples (default: all the model supports)")
     p.add_argument("--max-new-tokens", type=bounded_int("--max-new-tokens", 1, MAX_CLI_NEW_TOKENS), default=200,
                    help="text models: tokens per sample (default 200)")
+    p.add_argument("--beams", type=bounded_int("--beams", 1, MAX_BEAMS),
+                   help="translation/dialogue models: beam width of the outputs scored (default 4)")
+    p.add_argument("--length-penalty", type=bounded_float("--length-penalty", 0.0, 10.0), metavar="ALPHA",
+                   help="translation/dialogue models: GNMT length penalty of the beam (default 0.6; larger favours "
+                        "longer outputs, 0 ranks by total log-probability)")
 
     p = add("info", "a short summary of a model: family, size, data, what it can do, headline metrics")
     p.add_argument("model", help="model directory")
@@ -475,7 +480,8 @@ def _cmd_eval(args) -> None:
 
     groups = tuple(g.strip() for g in args.metrics.split(",") if g.strip()) if args.metrics else None
     result = evaluate(args.model, against=args.against, n=args.n, seed=args.seed, iwae_k=args.iwae_k,
-                      features=args.features, metrics=groups, max_new_tokens=args.max_new_tokens, write=False)
+                      features=args.features, metrics=groups, max_new_tokens=args.max_new_tokens,
+                      num_beams=args.beams, length_penalty=args.length_penalty, write=False)
     for line in get_data_kind(result["kind"]).report(result):  # printed first: a failed write loses nothing
         print(line, flush=True)
     print(f"written to {write_evaluation(args.model, result)} in {result['seconds']:.1f} s")

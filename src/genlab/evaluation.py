@@ -113,13 +113,15 @@ def real_images(data, split: str, n: int, seed: int) -> torch.Tensor:
 
 def evaluate(model_dir: str | Path, *, against: str | None = None, n: int | None = None, seed: int = 0,
              iwae_k: int = 1000, features: str | None = None, metrics: tuple[str, ...] | None = None,
-             max_new_tokens: int = 200, progress: bool = True, write: bool = True) -> dict:
+             max_new_tokens: int = 200, num_beams: int | None = None, length_penalty: float | None = None,
+             progress: bool = True, write: bool = True) -> dict:
     """Evaluate a model directory with its data kind's evaluation; the result is written into
     its metrics.json under "eval".
 
     metrics: which groups to compute ("likelihood", "samples"); None = every group the model
     supports. Asking for a group the model lacks the capability for is an error. Text
-    models: n is the number of samples (default 20) of max_new_tokens each. write=False leaves
+    models: n is the number of samples (default 20) of max_new_tokens each. Text-pair models:
+    num_beams and length_penalty set the beam search (default 4 and 0.6). write=False leaves
     metrics.json alone (the CLI prints the result first, then writes it: artifact.write_evaluation).
     """
     from .registry import get_data_kind
@@ -128,9 +130,13 @@ def evaluate(model_dir: str | Path, *, against: str | None = None, n: int | None
         raise GenlabError(f"-n must be a positive integer, got {n}")
     model = load(model_dir)
     kind = get_data_kind(model.data_kind)
+    decoding = {k: v for k, v in (("num_beams", num_beams), ("length_penalty", length_penalty)) if v is not None}
+    if decoding and "translate" not in model.capabilities:
+        raise GenlabError(f"--beams and --length-penalty set the beam search of text-pair models; {model_dir} is a "
+                          f"{model.data_kind} model", "leave them out")
     start = time.perf_counter()
     result = kind.evaluate(model, against=against, n=n, seed=seed, iwae_k=iwae_k, features=features,
-                           metrics=metrics, max_new_tokens=max_new_tokens, progress=progress)
+                           metrics=metrics, max_new_tokens=max_new_tokens, progress=progress, **decoding)
     result = {"kind": kind.name, **result, "seconds": round(time.perf_counter() - start, 2), "genlab_version": __version__}
     if write:
         write_evaluation(model_dir, result)
@@ -269,8 +275,13 @@ def evaluate_text(model, *, against: str | None, n: int | None, seed: int, featu
         raise GenlabError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
     config = model.artifact_config
     data_name, split = parse_against(against, config["data"]["name"])
-    spec_values = {**config["data"], "name": data_name}
-    data = load_text_data(from_dict(TextDataSpec, spec_values, "data"), tokenizer=model.tokenizer)
+    spec_values, tokenizer = {**config["data"], "name": data_name}, model.tokenizer
+    if data_name != config["data"]["name"] and hasattr(tokenizer, "styles"):
+        # A style model on another corpus: that text without style tokens, as one in ten training
+        # windows was, in the base tokenizer's ids (the model's first ids).
+        spec_values = {k: v for k, v in spec_values.items() if k not in ("styles", "text_column", "label_column")}
+        tokenizer = tokenizer.base
+    data = load_text_data(from_dict(TextDataSpec, spec_values, "data"), tokenizer=tokenizer)
     splits = held_out_splits(data, split, against)
     if not splits:
         raise GenlabError(f"the {split} split of {data_name} is empty", "evaluate against another split")

@@ -87,9 +87,7 @@ and converted to int64: {"src": [B, S], "tgt": [B, T]}, right-padded with <pad> 
 
 from __future__ import annotations
 
-import csv
 import gzip
-import io
 import json
 import re
 import unicodedata
@@ -805,68 +803,26 @@ def _untokenize(text: str) -> str:
 def read_pairs_file(path: Path, source_column: str, target_column: str, delimiter: str | None = None,
                     split_column: str | None = None) -> tuple[list[str], list[str], list[str] | None]:
     """Sources, targets (and each row's split, if asked) of a TSV/CSV file with a header line."""
-    from .text import read_text_file
+    from .tables import read_columns
 
-    if not path.is_file():
-        raise GenlabError(f"pairs: {path} does not exist or is not a file",
-                          "give a .tsv or .csv file with a header line")
-    text = read_text_file(path)  # strict UTF-8, a byte-order mark dropped, CRLF -> LF
-    delimiter = delimiter or _delimiter(path, text)
-    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL  # TSV text may hold lone quote marks
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting, strict=True)
-    try:
-        header = next(reader, None)
-        while header is not None and not any(cell.strip() for cell in header):
-            header = next(reader, None)
-        if header is None:
-            raise GenlabError(f"{path} is empty", "give a file with a header line and one pair per line")
-        header = [cell.strip() for cell in header]
-        wanted = [source_column, target_column] + ([split_column] if split_column else [])
-        for column in wanted:
-            if column not in header:
-                setting = {source_column: "source_column", target_column: "target_column"}.get(column, "split_column")
-                raise GenlabError(f"{path} has no column {column!r} (its header line names: "
-                                  f"{', '.join(repr(h) for h in header)})",
-                                  f"name the columns with data.{setting}=NAME (and the others)")
-        at = [header.index(c) for c in wanted]
-        sources, targets, splits, empty = [], [], [], []
-        for row in reader:
-            if not any(cell.strip() for cell in row):
-                continue
-            if len(row) != len(header):
-                raise GenlabError(f"{path}, line {reader.line_num}: {len(row)} field(s), "
-                                  f"but the header has {len(header)}",
-                                  f"each line needs {len(header)} fields separated by {_shown(delimiter)}")
-            source, target = row[at[0]].strip(), row[at[1]].strip()
-            if not source or not target:
-                empty.append(reader.line_num)
-                continue
-            sources.append(source)
-            targets.append(target)
-            if split_column:
-                splits.append(_split_name(row[at[2]].strip(), f"{path}, line {reader.line_num}"))
-    except csv.Error as e:
-        raise GenlabError(f"{path}, line {reader.line_num}: {e}", "check the quoting on that line") from None
+    columns = {"source_column": source_column, "target_column": target_column}
+    if split_column:
+        columns["split_column"] = split_column
+    sources, targets, splits, empty = [], [], [], []
+    for line, (source, target, *split) in read_columns(path, columns, delimiter, "pairs"):
+        if not source or not target:
+            empty.append(line)
+            continue
+        sources.append(source)
+        targets.append(target)
+        if split_column:
+            splits.append(_split_name(split[0], f"{path}, line {line}"))
     if empty:
         warn(f"skipped {len(empty)} line(s) of {path} with an empty source or target (line {empty[0]}"
              f"{', ...' if len(empty) > 1 else ''})")
     if not targets:
         raise GenlabError(f"{path} has no pairs after its header line", "add one source/target pair per line")
     return sources, targets, (splits if split_column else None)
-
-
-def _delimiter(path: Path, text: str) -> str:
-    """Comma for .csv, tab for .tsv/.tab/.txt; otherwise a tab if the header line has one, else a comma."""
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return ","
-    if suffix in (".tsv", ".tab", ".txt"):
-        return "\t"
-    return "\t" if "\t" in text.partition("\n")[0] else ","
-
-
-def _shown(delimiter: str) -> str:
-    return {"\t": "tabs", ",": "commas", ";": "semicolons"}.get(delimiter, repr(delimiter))
 
 
 def _split_name(value: str, where: str) -> str:

@@ -6,6 +6,8 @@ Corpora (`data.name`):
     tinyshakespeare    the char-rnn corpus (Karpathy 2015), 1.1 MB, checksummed download
     file:PATH          your text file
     folder:DIR         every file under DIR, in sorted path order
+    labeled:FILE       your TSV/CSV with a header line: a text column and a label column
+                       (data.text_column, default "text"; data.label_column, default "label")
     styles:A+B+...     several corpora, each a style (see below), e.g. styles:tinyshakespeare+pydoc
 
 Encodings. Your files (file:, folder:) are read as UTF-8 when they are UTF-8; otherwise by
@@ -28,6 +30,9 @@ tokens of the style's text, so the model learns p(text | style). One window in t
 without its style token (plain text, as an unstyled model sees it), so generating without
 a style still starts in-distribution: it writes in any of the styles. A folder:DIR with
 sub-folders is one corpus unless data.styles=true (as before styles existed), with a notice.
+A `labeled:FILE` is one style per label (in the order labels first appear in the file), its
+rows' texts joined by newlines in file order; with data.styles=false it is one corpus, every
+row's text in file order.
 
 Tokenizers (`data.tokenizer`):
 
@@ -83,10 +88,13 @@ TEXT_DATASETS: dict[str, str] = {
     "(Karpathy 2015; public-domain text)",
     "file:PATH": "your text file (UTF-8, or a legacy encoding with a notice; data.encoding=NAME forces one)",
     "folder:DIR": "every file under DIR, joined in sorted path order; with data.styles=true, one style per sub-folder",
+    "labeled:FILE": "your TSV/CSV with a header line: one style per value of its label column "
+    "(data.text_column, data.label_column; default text, label)",
     "styles:A+B": "several corpora, one style each (e.g. styles:tinyshakespeare+pydoc): "
     "genlab generate MODEL --style NAME",
 }
 STYLES_PREFIX = "styles:"
+LABELED_PREFIX = "labeled:"
 UNSTYLED_SHARE = 0.1  # training windows without their style token: generating without a style stays in-distribution
 
 # sha256 of input.txt in karpathy/char-rnn at commit 6f9487a (1,115,394 bytes), as verified
@@ -122,10 +130,11 @@ def _unknown(name: str) -> GenlabError:
     )
 
 
-def load_corpus(name: str, root: Path, encoding: str | None = None) -> str:
+def load_corpus(name: str, root: Path, encoding: str | None = None, text_column: str = "text") -> str:
     """The whole text of corpus `name` as one string (line endings normalised to \\n).
 
-    encoding: how to read your files (file:, folder:); None detects it (module docstring)."""
+    encoding: how to read your files (file:, folder:); None detects it (module docstring).
+    text_column: labeled:FILE's column of texts."""
     if name == "pydoc":
         try:
             from pydoc_data.topics import topics
@@ -140,7 +149,7 @@ def load_corpus(name: str, root: Path, encoding: str | None = None) -> str:
         (path,) = ensure_files(name, [TINYSHAKESPEARE], root)
         return read_text_file(path)
     prefix, _, arg = name.partition(":")
-    if prefix in ("file", "folder", "styles") and not arg:
+    if prefix in ("file", "folder", "styles", "labeled") and not arg:
         raise GenlabError(f"data set {name!r} needs a path after the colon", f"for example {prefix}:/path/to/text"
                           if prefix != "styles" else "for example styles:tinyshakespeare+pydoc")
     if prefix == "file":
@@ -150,6 +159,8 @@ def load_corpus(name: str, root: Path, encoding: str | None = None) -> str:
         return read_text_file(path, encoding, notice=True)
     if prefix == "folder":
         return _read_folder(Path(arg).expanduser(), encoding)
+    if prefix == "labeled":
+        return "\n".join(text for text, _ in _labeled_rows(Path(arg).expanduser(), text_column, None))
     if prefix == "styles":
         raise GenlabError(f"{name} is several corpora, one per style, not one text",
                           "read it with load_style_corpora (or load_text_data, which splits each style)")
@@ -330,9 +341,19 @@ def _style_subfolders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def load_style_corpora(name: str, root: Path, encoding: str | None = None) -> dict[str, str]:
+def load_style_corpora(name: str, root: Path, encoding: str | None = None, text_column: str = "text",
+                       label_column: str = "label") -> dict[str, str]:
     """{style: its whole text}, in the corpus's order: the sub-folders of folder:DIR (sorted by
-    name) or the corpora of styles:A+B (as written)."""
+    name), the corpora of styles:A+B (as written) or the labels of labeled:FILE (as they first appear)."""
+    if name.startswith(LABELED_PREFIX) and name[len(LABELED_PREFIX):]:
+        path = Path(name[len(LABELED_PREFIX):]).expanduser()
+        texts: dict[str, list[str]] = {}
+        for text, label in _labeled_rows(path, text_column, label_column):
+            texts.setdefault(label, []).append(text)
+        if len(texts) < 2:
+            raise GenlabError(f"{path} has {len(texts)} label(s) in its column {label_column!r}; styles need at least two",
+                              "give rows of two or more labels, or data.styles=false to train on the texts as one corpus")
+        return {label: "\n".join(rows) for label, rows in texts.items()}
     if name.startswith(STYLES_PREFIX):
         corpora = {}
         for part in _style_parts(name):
@@ -344,7 +365,8 @@ def load_style_corpora(name: str, root: Path, encoding: str | None = None) -> di
         return corpora
     prefix, _, arg = name.partition(":")
     if prefix != "folder" or not arg:
-        raise GenlabError(f"data.styles=true needs folder:DIR (one sub-folder per style) or styles:A+B, not {name!r}",
+        raise GenlabError(f"data.styles=true needs folder:DIR (one sub-folder per style), labeled:FILE or styles:A+B, "
+                          f"not {name!r}",
                           "remove data.styles, or give data.name=folder:DIR with a sub-folder per author or style")
     folder = Path(arg).expanduser()
     if not folder.is_dir():
@@ -359,6 +381,26 @@ def load_style_corpora(name: str, root: Path, encoding: str | None = None) -> di
         warn(f"data.styles=true: skipped {len(loose)} file(s) directly in {folder} ({', '.join(sorted(loose)[:5])}): "
              "only the sub-folders are styles")
     return {sub.name: _read_folder(sub, encoding) for sub in subfolders}
+
+
+def _labeled_rows(path: Path, text_column: str, label_column: str | None) -> list[tuple[str, str]]:
+    """(text, label) of each row of a labeled:FILE with both cells non-empty (label "" when
+    label_column is None); rows with an empty cell are skipped with a notice."""
+    from .tables import read_columns
+
+    columns = {"text_column": text_column, **({"label_column": label_column} if label_column else {})}
+    rows, empty = [], []
+    for line, (text, *label) in read_columns(path, columns, prefix="labeled"):
+        if not text or (label_column and not label[0]):
+            empty.append(line)
+        else:
+            rows.append((text, label[0] if label_column else ""))
+    if empty:
+        warn(f"skipped {len(empty)} line(s) of {path} with an empty text or label (line {empty[0]}"
+             f"{', ...' if len(empty) > 1 else ''})")
+    if not rows:
+        raise GenlabError(f"{path} has no texts after its header line", "add one text (and its label) per line")
+    return rows
 
 
 def _hint_styles(name: str) -> None:
@@ -652,27 +694,39 @@ def load_tokenizer(directory: Path):
 
 @dataclass
 class TextDataSpec:
-    name: str = "pydoc"  # pydoc | tinyshakespeare | file:PATH | folder:DIR | styles:A+B
+    name: str = "pydoc"  # pydoc | tinyshakespeare | file:PATH | folder:DIR | labeled:FILE | styles:A+B
     tokenizer: str = "char"  # char | byte | bpe
     vocab_size: int | None = None  # bpe only: vocabulary to learn (default 1024); char and byte are fixed
     block_size: int = 128  # tokens per training window; a GPT's context length
     val_fraction: float = 0.05  # the text after the train part, held out for validation
     test_fraction: float = 0.05  # the end of the text, held out for the final test
-    styles: bool | None = None  # one style per sub-folder of folder:DIR; None: true for styles:A+B only
+    styles: bool | None = None  # one style per sub-folder of folder:DIR; None: true for styles:A+B and labeled:FILE
     encoding: str | None = None  # your files' encoding (file:, folder:); None: UTF-8, else detected with a notice
+    text_column: str | None = None  # labeled:FILE: the header name of the text column (default "text")
+    label_column: str | None = None  # labeled:FILE: the column of labels, one style per value (default "label")
 
     def __post_init__(self):
         named_styles = isinstance(self.name, str) and self.name.startswith(STYLES_PREFIX)
+        labeled = isinstance(self.name, str) and self.name.startswith(LABELED_PREFIX)
+        for key in ("text_column", "label_column"):
+            if not labeled and getattr(self, key) is not None:
+                raise GenlabError(f"data.{key} applies only to labeled:FILE, not {self.name}", f"remove data.{key}")
+        if labeled:
+            self.text_column = self.text_column or "text"
+            self.label_column = self.label_column or "label"
+            if self.text_column == self.label_column:
+                raise GenlabError(f"data.text_column and data.label_column are both {self.text_column!r}",
+                                  "name two different columns")
         if self.styles is None:
-            self.styles = named_styles
+            self.styles = named_styles or labeled
         elif not isinstance(self.styles, bool):
             raise GenlabError(f"data.styles must be true or false, got {self.styles!r}")
         elif named_styles and not self.styles:
             raise GenlabError(f"{self.name} is one style per corpus; data.styles=false does not apply to it",
                               "remove data.styles, or train on one corpus")
-        elif self.styles and not (named_styles or self.name.startswith("folder:")):
-            raise GenlabError(f"data.styles=true needs folder:DIR (one sub-folder per style) or styles:A+B, "
-                              f"not {self.name!r}", "remove data.styles, or choose such a data set")
+        elif self.styles and not (named_styles or labeled or self.name.startswith("folder:")):
+            raise GenlabError(f"data.styles=true needs folder:DIR (one sub-folder per style), labeled:FILE or "
+                              f"styles:A+B, not {self.name!r}", "remove data.styles, or choose such a data set")
         if self.encoding is not None:
             check_encoding(self.encoding)
         if self.tokenizer not in TOKENIZERS:
@@ -844,7 +898,7 @@ def load_text_data(spec: TextDataSpec | dict | str, tokenizer=None, root: Path |
     if spec.styles:
         return _load_styled(spec, tokenizer, root)
     _hint_styles(spec.name)
-    text = load_corpus(spec.name, root, spec.encoding)
+    text = load_corpus(spec.name, root, spec.encoding, **({"text_column": spec.text_column} if spec.text_column else {}))
     parts = _split(text, spec)
     if tokenizer is None:
         tokenizer = train_tokenizer(spec.tokenizer, parts["train"], text, spec.vocab_size)
@@ -861,7 +915,8 @@ def load_text_data(spec: TextDataSpec | dict | str, tokenizer=None, root: Path |
 
 
 def _load_styled(spec: TextDataSpec, tokenizer, root: Path) -> StyledTextData:
-    corpora = load_style_corpora(spec.name, root, spec.encoding)
+    columns = {"text_column": spec.text_column, "label_column": spec.label_column} if spec.text_column else {}
+    corpora = load_style_corpora(spec.name, root, spec.encoding, **columns)
     parts = {style: _split(text, spec) for style, text in corpora.items()}
     if tokenizer is None:
         base = train_tokenizer(spec.tokenizer, "\n".join(p["train"] for p in parts.values()),
