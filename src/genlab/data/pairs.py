@@ -803,13 +803,15 @@ def _untokenize(text: str) -> str:
 def read_pairs_file(path: Path, source_column: str, target_column: str, delimiter: str | None = None,
                     split_column: str | None = None) -> tuple[list[str], list[str], list[str] | None]:
     """Sources, targets (and each row's split, if asked) of a TSV/CSV file with a header line."""
-    from .tables import read_columns
+    from .tables import read_columns, require_table
+    from .text import read_text_file
 
+    require_table(path, "pairs")
     columns = {"source_column": source_column, "target_column": target_column}
     if split_column:
         columns["split_column"] = split_column
     sources, targets, splits, empty = [], [], [], []
-    for line, (source, target, *split) in read_columns(path, columns, delimiter, "pairs"):
+    for line, (source, target, *split) in read_columns(path, read_text_file(path), columns, delimiter):
         if not source or not target:
             empty.append(line)
             continue

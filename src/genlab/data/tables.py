@@ -1,7 +1,7 @@
 """Your TSV/CSV files with a header line: the named columns of each row.
 
-Used by pairs:FILE (a source and a target column) and labeled:FILE (a text and a label column).
-The file is read as strict UTF-8 (a byte-order mark dropped, CRLF as LF). The delimiter is a
+Used by pairs:FILE (a source and a target column) and labeled:FILE (a text and a label column),
+which read the file as strict UTF-8 (a byte-order mark dropped, CRLF as LF). The delimiter is a
 comma for .csv, a tab for .tsv/.tab/.txt, otherwise a tab if the header line has one, else a comma.
 TSV is read without quoting, since text may hold lone quote marks; CSV with the usual quoting.
 Blank lines are skipped; a line with the wrong number of fields, or broken quoting, is an error
@@ -17,19 +17,20 @@ from pathlib import Path
 from ..errors import GenlabError
 
 
-def read_columns(path: Path, columns: dict[str, str], delimiter: str | None = None,
-                 prefix: str = "pairs") -> list[tuple[int, list[str]]]:
-    """[(line number, [the cells of `columns`, stripped, in that order])] of a TSV/CSV file.
-
-    columns: {the data setting that names a column (e.g. "source_column"): its header name}; the
-    setting is what an error about a missing column tells the user to set. prefix: the data set's
-    prefix (pairs, labeled), for the message when the file is missing."""
-    from .text import read_text_file
-
+def require_table(path: Path, prefix: str) -> None:
+    """A clear error when a pairs:/labeled: FILE is missing (prefix: the data set's prefix)."""
     if not path.is_file():
         raise GenlabError(f"{prefix}: {path} does not exist or is not a file",
                           "give a .tsv or .csv file with a header line")
-    text = read_text_file(path)
+
+
+def read_columns(path: Path, text: str, columns: dict[str, str],
+                 delimiter: str | None = None) -> list[tuple[int, list[str]]]:
+    """[(line number, [the cells of `columns`, stripped, in that order])] of a TSV/CSV file's text.
+
+    text: the file's text (read by the caller with data.text.read_text_file: strict UTF-8).
+    columns: {the data setting that names a column (e.g. "source_column"): its header name}; the
+    setting is what an error about a missing column tells the user to set."""
     delimiter = delimiter or _delimiter(path, text)
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting, strict=True)

@@ -386,11 +386,12 @@ def load_style_corpora(name: str, root: Path, encoding: str | None = None, text_
 def _labeled_rows(path: Path, text_column: str, label_column: str | None) -> list[tuple[str, str]]:
     """(text, label) of each row of a labeled:FILE with both cells non-empty (label "" when
     label_column is None); rows with an empty cell are skipped with a notice."""
-    from .tables import read_columns
+    from .tables import read_columns, require_table
 
+    require_table(path, "labeled")
     columns = {"text_column": text_column, **({"label_column": label_column} if label_column else {})}
     rows, empty = [], []
-    for line, (text, *label) in read_columns(path, columns, prefix="labeled"):
+    for line, (text, *label) in read_columns(path, read_text_file(path), columns):
         if not text or (label_column and not label[0]):
             empty.append(line)
         else:
