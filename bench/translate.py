@@ -9,9 +9,10 @@ Reported beside them: training tokens/s (source + target tokens, padding exclude
 a curve of BLEU against training minutes: at each of the run's validation passes, a callback
 decodes the first 200 validation pairs greedily (the time it takes counts against the budget).
 
-Length penalty (--length-penalties A,B,...): each model's GNMT alpha is chosen on the validation
-split (beam 4, all 2,402 dev pairs), then the test split is decoded once with it; the sweep is
-recorded. Without the option every model decodes with genlab's default alpha 0.6.
+Decoding settings (--length-penalties A,B,... and --no-repeat-ngrams N,M,...): each model's GNMT
+alpha and no_repeat_ngram_size are chosen together on the validation split (beam 4, all 2,402 dev
+pairs, every combination), then the test split is decoded once with the best; the grid is
+recorded. Without the options every model decodes with genlab's defaults (alpha 0.6, n-grams may repeat).
 
 Decoding speed (--speed, on the zh-en Transformer): tokens/s of greedy decoding with and without
 the decoder's KV and cross-attention caches, exactly 64 new tokens per source (EOS suppressed),
@@ -19,7 +20,7 @@ at batch 1 and batch 64; the tokens must be identical.
 
     GENLAB_DATA_DIR=../shared/data python bench/translate.py                 # 4 runs of 20 minutes + eval
     python bench/translate.py --runs zh-en/seq2seq --minutes 20 --speed      # one run, then decoding speed
-    python bench/translate.py --rescore --length-penalties 0.6,1,1.5,2       # alpha chosen on val, trained runs
+    python bench/translate.py --rescore --length-penalties 0.6,1,1.5,2 --no-repeat-ngrams 0,3   # chosen on val
     python bench/translate.py --quick                                        # the plumbing, in ~2 minutes
 
 Results accumulate in bench/results/translate.json (one entry per direction/model; newest wins).
@@ -85,7 +86,7 @@ class BleuCurve(Callback):
         return False
 
 
-def train_and_score(name: str, minutes: float, out_root: Path, quick: bool, alphas: list[float]) -> dict:
+def train_and_score(name: str, minutes: float, out_root: Path, quick: bool, grid: list[tuple[float, int]]) -> dict:
     direction, model_name = name.split("/")
     recipe, overrides = recipe_of(direction, model_name)
     overrides = [*overrides, "train.progress=false", *((QUICK_DATA + QUICK[model_name]) if quick else [])]
@@ -100,27 +101,31 @@ def train_and_score(name: str, minutes: float, out_root: Path, quick: bool, alph
             "parameters": sum(t.numel() for t in genlab.load(out).parameters()),
             "steps": metrics["training"]["steps"], "train_wall_s": round(train_wall, 1),
             "tokens_per_s": metrics["training"].get("tokens_per_s"), "curve": curve.points,
-            **score(out, quick, alphas)}
+            **score(out, quick, grid)}
 
 
-def score(out: Path, quick: bool, alphas: list[float]) -> dict:
+def score(out: Path, quick: bool, grid: list[tuple[float, int]]) -> dict:
     """genlab eval of a trained model on the whole test split: beam 4, sacreBLEU and chrF; with
-    several alphas, the length penalty is the one with the best BLEU on the validation split."""
+    several (length penalty, no-repeat n-gram size) settings, the one with the best BLEU on the
+    validation split."""
     t0 = time.perf_counter()
     n = 100 if quick else None
     tuning = {}
-    if len(alphas) > 1:
-        sweep = {f"{a:g}": round(genlab.evaluate(out, against="val", metrics=("bleu",), length_penalty=a, n=n,
-                                                 progress=False, write=False)["scores"]["bleu"], 2) for a in alphas}
-        best = max(alphas, key=lambda a: sweep[f"{a:g}"])
-        tuning = {"length_penalty_val_bleu": sweep}
-        print(f"  {out.name}: validation BLEU by length penalty {sweep} -> {best:g}", flush=True)
+    if len(grid) > 1:
+        sweep = {f"alpha={a:g} no_repeat={k}": round(genlab.evaluate(
+            out, against="val", metrics=("bleu",), length_penalty=a, no_repeat_ngram_size=k, n=n, progress=False,
+            write=False)["scores"]["bleu"], 2) for a, k in grid}
+        best = max(grid, key=lambda g: sweep[f"alpha={g[0]:g} no_repeat={g[1]}"])
+        tuning = {"decoding_val_bleu": sweep}
+        print(f"  {out.name}: validation BLEU {sweep} -> {best}", flush=True)
     else:
-        best = alphas[0]
-    result = genlab.evaluate(out, against="test", progress=False, n=n, length_penalty=best)
+        best = grid[0]
+    result = genlab.evaluate(out, against="test", progress=False, n=n, length_penalty=best[0],
+                             no_repeat_ngram_size=best[1])
     scores = result["scores"]
     return {"test_sentences": result["sentences"], "beams": result["decoding"]["num_beams"],
-            "length_penalty": result["decoding"]["length_penalty"], **tuning,
+            "length_penalty": result["decoding"]["length_penalty"],
+            "no_repeat_ngram_size": result["decoding"]["no_repeat_ngram_size"], **tuning,
             "bleu": round(scores["bleu"], 2), "chrf": round(scores["chrf"], 2), "bleu_details": scores["bleu_details"],
             "bleu_signature": scores["bleu_signature"], "chrf_signature": scores["chrf_signature"],
             "test_nats_per_token": round(result["likelihood"]["loss"], 4),
@@ -169,15 +174,19 @@ def main() -> int:
                         help="score the runs already trained under --out again (after a change to decoding)")
     parser.add_argument("--length-penalties", default="0.6", metavar="A,B,...",
                         help="beam length penalties to choose from on the validation split (default 0.6: no choice)")
+    parser.add_argument("--no-repeat-ngrams", default="0", metavar="N,M,...",
+                        help="no_repeat_ngram_size values to choose from on the validation split (default 0: off)")
     parser.add_argument("--quick", action="store_true", help="tiny models, 0.3 minutes: check the plumbing")
     parser.add_argument("--out", default=str(REPO / "runs" / "bench-translate"))
     args = parser.parse_args()
     try:
         alphas = [float(a) for a in args.length_penalties.split(",") if a.strip()]
+        sizes = [int(k) for k in args.no_repeat_ngrams.split(",") if k.strip()]
     except ValueError:
-        parser.error(f"--length-penalties takes numbers separated by commas, got {args.length_penalties!r}")
-    if not alphas:
-        parser.error("--length-penalties needs at least one number")
+        parser.error("--length-penalties and --no-repeat-ngrams take numbers separated by commas")
+    if not alphas or not sizes:
+        parser.error("--length-penalties and --no-repeat-ngrams need at least one number each")
+    grid = [(a, k) for a in alphas for k in sizes]
     minutes = 0.3 if args.quick else args.minutes
     out_root = Path(args.out + ("-quick" if args.quick else ""))
     results_path = RESULTS / ("translate-quick.json" if args.quick else "translate.json")
@@ -188,12 +197,13 @@ def main() -> int:
             parser.error(f"unknown run {name!r}; use some of {', '.join(RUNS)}")
         if args.rescore:
             direction, model_name = name.split("/")
-            record["runs"][name].pop("length_penalty_val_bleu", None)  # this scoring's choice, or none
-            record["runs"][name].update(score(out_root / f"{direction}-{model_name}", args.quick, alphas),
+            for key in ("length_penalty_val_bleu", "decoding_val_bleu"):  # this scoring's choice, or none
+                record["runs"][name].pop(key, None)
+            record["runs"][name].update(score(out_root / f"{direction}-{model_name}", args.quick, grid),
                                         rescored=time.strftime("%Y-%m-%d %H:%M:%S"))
         else:
             print(f"{name}: training for {minutes:g} minutes", flush=True)
-            record["runs"][name] = train_and_score(name, minutes, out_root, args.quick, alphas)
+            record["runs"][name] = train_and_score(name, minutes, out_root, args.quick, grid)
         record.update(machine=machine("cpu"), date=time.strftime("%Y-%m-%d %H:%M:%S"), genlab_version=genlab.__version__)
         write_result(record, results_path)  # after every run: a long benchmark keeps what it measured
         r = record["runs"][name]
@@ -203,10 +213,11 @@ def main() -> int:
         record["decoding_speed"] = decoding_speed(out_root / "zh-en-seq2seq", args.quick)
         write_result(record, results_path)
 
-    print(f"\n{'run':<16}{'minutes':>8}{'steps':>7}{'tokens/s':>10}{'alpha':>7}{'BLEU':>8}{'chrF':>8}  test nats/token")
+    print(f"\n{'run':<16}{'minutes':>8}{'steps':>7}{'tokens/s':>10}{'alpha':>7}{'no-rep':>7}{'BLEU':>8}{'chrF':>8}"
+          "  test nats/token")
     for name, r in record["runs"].items():
         print(f"{name:<16}{r['minutes']:>8g}{r['steps']:>7}{r['tokens_per_s'] or 0:>10.0f}{r.get('length_penalty', 0.6):>7g}"
-              f"{r['bleu']:>8.2f}{r['chrf']:>8.2f}  {r['test_nats_per_token']}")
+              f"{r.get('no_repeat_ngram_size', 0):>7}{r['bleu']:>8.2f}{r['chrf']:>8.2f}  {r['test_nats_per_token']}")
     for direction in ("zh-en", "en-zh"):
         a, b = record["runs"].get(f"{direction}/seq2seq"), record["runs"].get(f"{direction}/gru")
         if a and b:

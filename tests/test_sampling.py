@@ -20,6 +20,7 @@ from genlab.sampling import (
     GenerationConfig,
     apply_repetition_penalty,
     apply_top_p,
+    ban_repeated_ngrams,
     beam_search,
     choose_next_tokens,
     generate,
@@ -208,10 +209,52 @@ def test_repetition_penalty_divides_positive_and_multiplies_negative_logits():
     assert choose_next_tokens(torch.tensor([[3.0, 2.0]]), torch.tensor([[1]]), config, None).tolist() == [0]
 
 
+def banned_by_brute_force(sequence: list[int], n: int) -> set[int]:
+    """The tokens t for which sequence + [t] ends in an n-gram that occurs earlier in sequence."""
+    grams = {tuple(sequence[i : i + n]) for i in range(len(sequence) - n + 1)}
+    return {t for t in range(VOCAB) if tuple((sequence + [t])[-n:]) in grams} if len(sequence) >= n else set()
+
+
+def test_no_repeat_ngram_bans_exactly_the_tokens_that_would_repeat_an_ngram():
+    generator = torch.Generator().manual_seed(0)
+    for n in (1, 2, 3, 4):
+        for length in (0, 1, 2, 5, 9, 16):
+            # Few distinct tokens, so that n-grams do repeat.
+            sequences = torch.randint(3, (6, length), generator=generator) if length else torch.zeros(6, 0, dtype=torch.long)
+            logits = torch.randn(6, VOCAB, generator=generator)
+            banned = ban_repeated_ngrams(logits, sequences, n)
+            for row in range(6):
+                expected = banned_by_brute_force(sequences[row].tolist(), n)
+                assert {t for t in range(VOCAB) if banned[row, t] == -math.inf} == expected
+                kept = [t for t in range(VOCAB) if t not in expected]
+                assert torch.equal(banned[row, kept], logits[row, kept])
+    assert ban_repeated_ngrams(logits, sequences, 0) is logits
+    # Decoding of a model that loops stops looping: no bigram twice in prompt + output.
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=VOCAB, block_size=32, n_layer=1, n_head=1, n_embd=8))
+    prompt = torch.tensor([[1, 2, 3]])
+
+    def decoded(beams: int, n: int) -> list[int]:
+        config = GenerationConfig(max_new_tokens=20, temperature=0, num_beams=beams, no_repeat_ngram_size=n)
+        if beams > 1:
+            return beam_search(model, prompt, config)[0][0].tolist()
+        return prompt[0].tolist() + [int(t[0]) for t in generate_tokens(model, prompt, config)]
+
+    def repeats(tokens: list[int]) -> int:
+        bigrams = [tuple(tokens[i : i + 2]) for i in range(len(tokens) - 1)]
+        return len(bigrams) - len(set(bigrams))
+
+    for beams in (1, 3):
+        assert repeats(decoded(beams, 0)) > 0  # this model loops
+        assert repeats(decoded(beams, 2)) == 0
+
+
 @pytest.mark.parametrize(
     "settings, needle",
     [
         ({"temperature": -0.5}, "temperature"),
+        ({"no_repeat_ngram_size": -1}, "no_repeat_ngram_size"),
+        ({"no_repeat_ngram_size": 1.5}, "no_repeat_ngram_size"),
         ({"temperature": float("nan")}, "temperature"),
         ({"top_p": 0.0}, "top_p"),
         ({"top_p": 1.5}, "top_p"),

@@ -292,6 +292,21 @@ def test_beam_search_goes_on_while_a_live_beam_can_still_win():
     assert greedy.tokens == [a, c] and greedy.finished
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_no_repeated_ngrams_in_greedy_beam_and_sampled_targets(family):
+    model = tiny(family)  # untrained: it mostly repeats one token
+
+    def repeated_bigrams(targets) -> int:
+        per_target = [[tuple(t[i : i + 2]) for i in range(len(t) - 1)] for t in targets]
+        return sum(len(b) - len(set(b)) for b in per_target)
+    for settings in ({}, {"num_beams": 3}, {"temperature": 1.0, "seed": 3}):
+        config = dict(max_new_tokens=12, min_new_tokens=12, **settings)  # long enough to loop
+        loose = [[BOS] + h[0].tokens for h in seq2seq_generate(model, sources(), Seq2SeqGenerationConfig(**config))]
+        strict = [[BOS] + h[0].tokens for h in seq2seq_generate(
+            model, sources(), Seq2SeqGenerationConfig(no_repeat_ngram_size=2, **config))]
+        assert repeated_bigrams(loose) > 0 and repeated_bigrams(strict) == 0, settings
+
+
 def test_no_empty_output_before_min_new_tokens_and_log_probs_stay_the_models():
     a, b = 3, 4
     model = MarkovToy({BOS: {EOS: 0.7, a: 0.2, b: 0.1}, a: {EOS: 1.0}, b: {EOS: 1.0}})

@@ -91,10 +91,11 @@ def test_models_list_the_route_each_pair_model_answers(client):
 @pytest.mark.parametrize("settings", [
     {},  # beam search with 4 beams
     {"num_beams": 4, "n_best": 3, "length_penalty": 1.0},
+    {"num_beams": 4, "no_repeat_ngram_size": 2},
     {"num_beams": 1},  # greedy
     {"temperature": 1.0, "top_p": 0.9, "seed": 5, "max_tokens": 12},
     {"temperature": 1.2, "n_best": 2, "seed": 2},  # two sampled hypotheses, best first
-], ids=["beam", "n-best", "greedy", "sampled", "sampled-n-best"])
+], ids=["beam", "n-best", "no-repeat", "greedy", "sampled", "sampled-n-best"])
 def test_translations_equal_genlab_translate(client, translator, settings):
     response = client.post(TRANSLATIONS, json={"model": "zh-en", "text": SOURCES, **settings})
     assert response.status_code == 200, response.text
@@ -228,6 +229,7 @@ BAD = [
     (TRANSLATIONS, {"model": "zh-en", "text": "你好", "num_beams": 4, "temperature": 0.5}, 400, ["beam search"]),
     (TRANSLATIONS, {"model": "zh-en", "text": "你好", "n_best": 2, "num_beams": 1}, 400, ["greedy"]),
     (TRANSLATIONS, {"model": "zh-en", "text": "你好", "length_penalty": 11}, 422, ["length_penalty"]),
+    (TRANSLATIONS, {"model": "zh-en", "text": "你好", "no_repeat_ngram_size": -1}, 422, ["no_repeat_ngram_size"]),
     (TRANSLATIONS, {"model": "zh-en", "text": "你好", "max_tokens": 257}, 422, ["max_tokens"]),
     (TRANSLATIONS, {"model": "zh-en", "text": "你好", "beams": 2}, 422, ["unknown field 'beams'"]),
 ]

@@ -90,17 +90,20 @@ def test_eval_reports_sacrebleu_scores_of_the_beam_search_outputs(run, capsys):
 
 def test_eval_takes_the_beam_width_and_length_penalty(run, tiny_model_dir, capsys):
     code, out, err = run_cli(capsys, "eval", str(run), "-n", "30", "--against", "val", "--metrics", "bleu",
-                             "--beams", "2", "--length-penalty", "1.5")
+                             "--beams", "2", "--length-penalty", "1.5", "--no-repeat-ngram", "2")
     assert code == 0, err
-    assert "beam 2, length penalty 1.5" in out
+    assert "beam 2, length penalty 1.5, no repeated 2-grams" in out
     result = json.loads((run / "metrics.json").read_text())["eval"]
     assert result["decoding"]["num_beams"] == 2 and result["decoding"]["length_penalty"] == 1.5
+    assert result["decoding"]["no_repeat_ngram_size"] == 2
     model = genlab.load(run)
     data = load_pair_data(PairDataSpec(**json.loads((run / "config.json").read_text())["data"]), tokenizer=model.tokenizer)
     first = [e["source"] for e in result["examples"]]
-    assert [e["output"] for e in result["examples"]] == genlab.translate(model, first, num_beams=2, length_penalty=1.5)
+    assert [e["output"] for e in result["examples"]] == genlab.translate(model, first, num_beams=2, length_penalty=1.5,
+                                                                         no_repeat_ngram_size=2)
     assert all(source in data.val.sources for source in first)
-    for args, needles in [(("--beams", "0"), ("--beams",)), (("--length-penalty", "-1"), ("--length-penalty",))]:
+    for args, needles in [(("--beams", "0"), ("--beams",)), (("--length-penalty", "-1"), ("--length-penalty",)),
+                          (("--no-repeat-ngram", "65"), ("--no-repeat-ngram",))]:
         code, _, err = run_cli(capsys, "eval", str(run), *args)
         assert_clean_error(code, err, *needles)
     code, _, err = run_cli(capsys, "eval", str(tiny_model_dir), "--beams", "2")

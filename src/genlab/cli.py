@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from .errors import GenlabError
-from .limits import (CLASS_OPTION, MAX_BEAMS, MAX_CLI_NEW_TOKENS, MAX_DIFFUSION_TIMESTEPS, MAX_GUIDANCE, MAX_SAMPLES,
-                     SEED_OPTION, bounded_float, bounded_int)
+from .limits import (CLASS_OPTION, MAX_BEAMS, MAX_CLI_NEW_TOKENS, MAX_DIFFUSION_TIMESTEPS, MAX_GUIDANCE,
+                     MAX_NO_REPEAT_NGRAM, MAX_SAMPLES, SEED_OPTION, bounded_float, bounded_int)
 
 EXAMPLES = {
     "train": """examples:
@@ -182,6 +182,9 @@ Run `genlab COMMAND --help` for a command's options and examples.""",
                    help="longest translation in tokens (default: the model's longest training target)")
     p.add_argument("--length-penalty", type=bounded_float("--length-penalty", 0.0, 10.0), default=0.6,
                    help="beam search: GNMT's alpha; higher favours longer translations, 0 turns it off (default 0.6)")
+    p.add_argument("--no-repeat-ngram", type=bounded_int("--no-repeat-ngram", 0, MAX_NO_REPEAT_NGRAM), default=0,
+                   metavar="N", help="never repeat an N-gram of tokens within a translation (default 0: off; 3 stops "
+                                     "a looping output)")
     p.add_argument("--temperature", "-t", type=float, default=0.0,
                    help="> 0 samples instead of beam search (default 0)")
     p.add_argument("--top-p", type=float, help="sampling: keep the smallest set of tokens holding this probability")
@@ -215,6 +218,8 @@ Run `genlab COMMAND --help` for a command's options and examples.""",
     p.add_argument("--length-penalty", type=bounded_float("--length-penalty", 0.0, 10.0), metavar="ALPHA",
                    help="translation/dialogue models: GNMT length penalty of the beam (default 0.6; larger favours "
                         "longer outputs, 0 ranks by total log-probability)")
+    p.add_argument("--no-repeat-ngram", type=bounded_int("--no-repeat-ngram", 0, MAX_NO_REPEAT_NGRAM), metavar="N",
+                   help="translation/dialogue models: never repeat an N-gram of tokens within an output (default 0: off)")
 
     p = add("info", "a short summary of a model: family, size, data, what it can do, headline metrics")
     p.add_argument("model", help="model directory")
@@ -394,7 +399,7 @@ def _cmd_translate(args) -> None:
         raise GenlabError(f"there is no text to translate in {args.input or 'stdin'}", "give one text per line")
     results = translate(args.model, texts, num_beams=args.beams, n_best=args.n_best, max_new_tokens=args.max_new_tokens,
                         temperature=args.temperature, top_p=args.top_p, seed=args.seed, length_penalty=args.length_penalty,
-                        batch_size=args.batch_size, keep_empty=lines, progress=len(texts) > 1)
+                        no_repeat_ngram_size=args.no_repeat_ngram, batch_size=args.batch_size, keep_empty=lines, progress=len(texts) > 1)
 
     def flat(text: str) -> str:  # one line per translation, whatever it holds
         return " ".join(text.splitlines())
@@ -481,7 +486,8 @@ def _cmd_eval(args) -> None:
     groups = tuple(g.strip() for g in args.metrics.split(",") if g.strip()) if args.metrics else None
     result = evaluate(args.model, against=args.against, n=args.n, seed=args.seed, iwae_k=args.iwae_k,
                       features=args.features, metrics=groups, max_new_tokens=args.max_new_tokens,
-                      num_beams=args.beams, length_penalty=args.length_penalty, write=False)
+                      num_beams=args.beams, length_penalty=args.length_penalty,
+                      no_repeat_ngram_size=args.no_repeat_ngram, write=False)
     for line in get_data_kind(result["kind"]).report(result):  # printed first: a failed write loses nothing
         print(line, flush=True)
     print(f"written to {write_evaluation(args.model, result)} in {result['seconds']:.1f} s")

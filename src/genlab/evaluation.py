@@ -114,15 +114,15 @@ def real_images(data, split: str, n: int, seed: int) -> torch.Tensor:
 def evaluate(model_dir: str | Path, *, against: str | None = None, n: int | None = None, seed: int = 0,
              iwae_k: int = 1000, features: str | None = None, metrics: tuple[str, ...] | None = None,
              max_new_tokens: int = 200, num_beams: int | None = None, length_penalty: float | None = None,
-             progress: bool = True, write: bool = True) -> dict:
+             no_repeat_ngram_size: int | None = None, progress: bool = True, write: bool = True) -> dict:
     """Evaluate a model directory with its data kind's evaluation; the result is written into
     its metrics.json under "eval".
 
     metrics: which groups to compute ("likelihood", "samples"); None = every group the model
     supports. Asking for a group the model lacks the capability for is an error. Text
     models: n is the number of samples (default 20) of max_new_tokens each. Text-pair models:
-    num_beams and length_penalty set the beam search (default 4 and 0.6). write=False leaves
-    metrics.json alone (the CLI prints the result first, then writes it: artifact.write_evaluation).
+    num_beams, length_penalty and no_repeat_ngram_size set the beam search (default 4, 0.6 and
+    0). write=False leaves metrics.json alone (the CLI prints the result first, then writes it: artifact.write_evaluation).
     """
     from .registry import get_data_kind
 
@@ -130,10 +130,11 @@ def evaluate(model_dir: str | Path, *, against: str | None = None, n: int | None
         raise GenlabError(f"-n must be a positive integer, got {n}")
     model = load(model_dir)
     kind = get_data_kind(model.data_kind)
-    decoding = {k: v for k, v in (("num_beams", num_beams), ("length_penalty", length_penalty)) if v is not None}
+    decoding = {k: v for k, v in (("num_beams", num_beams), ("length_penalty", length_penalty),
+                                  ("no_repeat_ngram_size", no_repeat_ngram_size)) if v is not None}
     if decoding and "translate" not in model.capabilities:
-        raise GenlabError(f"--beams and --length-penalty set the beam search of text-pair models; {model_dir} is a "
-                          f"{model.data_kind} model", "leave them out")
+        raise GenlabError(f"--beams, --length-penalty and --no-repeat-ngram set the beam search of text-pair models; "
+                          f"{model_dir} is a {model.data_kind} model", "leave them out")
     start = time.perf_counter()
     result = kind.evaluate(model, against=against, n=n, seed=seed, iwae_k=iwae_k, features=features,
                            metrics=metrics, max_new_tokens=max_new_tokens, progress=progress, **decoding)

@@ -17,6 +17,7 @@ MAX_CLASS = 1_000_000  # a class id (the model then says which of its classes ex
 MAX_SAMPLES = 10_000  # genlab sample -n and genlab.sample (one grid or text file)
 MAX_TEXT_SAMPLES = 1_000  # genlab sample -n for text models and generate -n
 MAX_BEAMS = 16  # --num-beams
+MAX_NO_REPEAT_NGRAM = 64  # no_repeat_ngram_size (--no-repeat-ngram): longer n-grams repeat only in loops that long
 MAX_CLI_NEW_TOKENS = 100_000  # genlab generate --max-new-tokens
 MAX_TEMPO = 300.0
 MIN_TEMPO = 20.0

@@ -133,7 +133,8 @@ def _groups(metrics) -> tuple[str, ...]:
 
 def evaluate_pairs(model, *, against: str | None = None, n: int | None = None, seed: int = 0,
                    metrics: tuple[str, ...] | None = None, features: str | None = None, progress: bool = True,
-                   num_beams: int = EVAL_BEAMS, length_penalty: float = EVAL_LENGTH_PENALTY, **_) -> dict:
+                   num_beams: int = EVAL_BEAMS, length_penalty: float = EVAL_LENGTH_PENALTY,
+                   no_repeat_ngram_size: int = 0, **_) -> dict:
     """BLEU and chrF of beam-search outputs on a held-out split, and the references' likelihood."""
     from ..sampling.seq2seq import Seq2SeqGenerationConfig
 
@@ -153,12 +154,14 @@ def evaluate_pairs(model, *, against: str | None = None, n: int | None = None, s
                     "target_language": data.target_language or "other"}
     if "bleu" in groups:
         config = Seq2SeqGenerationConfig(num_beams=num_beams, length_penalty=length_penalty,
+                                         no_repeat_ngram_size=no_repeat_ngram_size,
                                          max_new_tokens=model.config.max_target_len)
         sources = [part.src[i, : part.src_len[i]].tolist() for i in indices]
         hypotheses = decode_sources(model, sources, config, progress=progress, desc=f"translating {split}")
         outputs = [model.target_text(h[0].tokens) for h in hypotheses]
         references = [part.targets[i] for i in indices]
         result["decoding"] = {"num_beams": num_beams, "length_penalty": length_penalty,
+                              "no_repeat_ngram_size": no_repeat_ngram_size,
                               "max_new_tokens": config.max_new_tokens,
                               "unfinished": sum(not h[0].finished for h in hypotheses)}
         result["scores"] = translation_scores(outputs, references, data.target_language)
@@ -177,7 +180,9 @@ def report(result: dict) -> list[str]:
              + (f" (a sample, seed {result['seed']})" if result["sentences"] < result["split_size"] else "")]
     if "scores" in result:
         d, s = result["decoding"], result["scores"]
-        lines.append(f"  outputs: beam {d['num_beams']}, length penalty {d['length_penalty']:g}, up to "
+        lines.append(f"  outputs: beam {d['num_beams']}, length penalty {d['length_penalty']:g}, "
+                     + (f"no repeated {d['no_repeat_ngram_size']}-grams, " if d.get("no_repeat_ngram_size") else "")
+                     + "up to "
                      f"{d['max_new_tokens']} tokens" + (f" ({d['unfinished']} reached that limit)" if d["unfinished"] else ""))
         lines.append(f"  {'BLEU':<6}{s['bleu']:>7.2f}   sacreBLEU {s['bleu_signature']}")
         lines.append(f"  {'chrF':<6}{s['chrf']:>7.2f}   sacreBLEU {s['chrf_signature']}")

@@ -19,6 +19,7 @@ from .decoding import (
     apply_temperature,
     apply_top_k,
     apply_top_p,
+    ban_repeated_ngrams,
     beam_search,
     choose_next_tokens,
     context_start,
@@ -31,7 +32,7 @@ from .text import Continuation, continuations, generate, prompt_tokens, stream
 __all__ = [
     "GenerationConfig", "generate", "stream", "generate_tokens", "beam_search", "choose_next_tokens",
     "next_token_logits", "next_token_probabilities", "apply_repetition_penalty", "apply_temperature",
-    "apply_top_k", "apply_top_p", "context_start", "prompt_tokens", "Continuation", "continuations", "MIN_TEMPERATURE",
+    "apply_top_k", "apply_top_p", "ban_repeated_ngrams", "context_start", "prompt_tokens", "Continuation", "continuations", "MIN_TEMPERATURE",
 ]  # fmt: skip
 
 # Encoder–decoder models (translation, dialogue): genlab.sampling.seq2seq.

@@ -6,6 +6,8 @@ context_window (see models/autoregressive.py); text lives in sampling/text.py.
 Sampling. At each step the logits of the next token are processed in the order of
 Hugging Face `generate`:
 
+  0. no repeated n-grams (no_repeat_ngram_size = n > 0): a token that would complete an
+     n-gram already in the sequence, prompt included, is made impossible
   1. repetition penalty (Keskar et al. 2019): the logit of every token already in the
      sequence, prompt included, is divided by the penalty where positive and multiplied by
      it where negative, so a penalty > 1 makes repeats less likely
@@ -56,7 +58,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import GenlabError
-from ..limits import MAX_BEAMS, MAX_CLI_NEW_TOKENS, MAX_SEED, MAX_TEXT_SAMPLES, check_range
+from ..limits import MAX_BEAMS, MAX_CLI_NEW_TOKENS, MAX_NO_REPEAT_NGRAM, MAX_SEED, MAX_TEXT_SAMPLES, check_range
 from ..tensors import eval_mode
 
 MIN_TEMPERATURE = 1e-4  # a temperature below this (0 included) decodes greedily: the argmax
@@ -97,6 +99,7 @@ class GenerationConfig:
     top_k: int | None = None  # keep the k most likely tokens, 1..MAX_TOP_K; None = all
     top_p: float | None = None  # nucleus mass in (0, 1]; None = all
     repetition_penalty: float = 1.0  # > 0; > 1 discourages tokens already in the sequence; 1 = off
+    no_repeat_ngram_size: int = 0  # 0..MAX_NO_REPEAT_NGRAM; n > 0: no n-gram of tokens twice in a sequence; 0 = off
     num_return_sequences: int = 1  # 1..MAX_TEXT_SAMPLES
     num_beams: int = 1  # 1..MAX_BEAMS; > 1: beam search (deterministic) instead of sampling
     stop: tuple[str, ...] = ()  # text stops before the first of these strings (not included)
@@ -126,6 +129,8 @@ class GenerationConfig:
                                           "1 is off; 1.1 to 1.3 discourage repeats")
         check(self.repetition_penalty > 0, f"repetition_penalty must be positive, got {self.repetition_penalty}",
               "1 is off; 1.1 to 1.3 discourage repeats", "repetition_penalty")
+        self.no_repeat_ngram_size = _integer("no_repeat_ngram_size", self.no_repeat_ngram_size, 0, MAX_NO_REPEAT_NGRAM,
+                                             "0 is off; 3 or 4 stop a looping output")
         self.num_return_sequences = _integer("num_return_sequences", self.num_return_sequences, 1, MAX_TEXT_SAMPLES)
         self.num_beams = _integer("num_beams", self.num_beams, 1, MAX_BEAMS, "1 samples; 2 to 8 beams are typical")
         self.seed = _integer("seed", self.seed, 0, MAX_SEED)
@@ -169,6 +174,18 @@ def apply_repetition_penalty(logits: torch.Tensor, sequences: torch.Tensor, pena
     penalised = torch.where(wide > 0, wide / penalty, wide * penalty).clamp(-LOGIT_BOUND, LOGIT_BOUND)
     penalised = torch.where(torch.isfinite(seen), penalised.to(seen.dtype), seen)
     return logits.scatter(1, sequences, penalised)
+
+
+def ban_repeated_ngrams(logits: torch.Tensor, sequences: torch.Tensor, n: int) -> torch.Tensor:
+    """Hugging Face's no_repeat_ngram_size: logits [B, V] with -inf for every token that would
+    complete an n-gram already in its row of sequences [B, L] (n = 1: every token already there)."""
+    if n <= 0 or sequences.shape[1] < n:
+        return logits
+    grams = sequences.unfold(1, n, 1)  # [B, L - n + 1, n], every n-gram so far
+    suffix = sequences[:, sequences.shape[1] - n + 1 :]  # the n - 1 tokens a new n-gram would start with
+    repeats = (grams[:, :, :-1] == suffix[:, None, :]).all(dim=2)  # [B, L - n + 1]
+    banned = torch.zeros(logits.shape, device=logits.device).scatter_add_(1, grams[:, :, -1], repeats.float()) > 0
+    return logits.masked_fill(banned, -math.inf)
 
 
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -224,7 +241,8 @@ def next_token_logits(logits: torch.Tensor, sequences: torch.Tensor, config: Gen
     """The processed logits [B, V] that the next token is drawn from (steps 1-4 above; suppressed tokens
     first). When greedy they are the penalised logits, not divided by the temperature. Temperature is
     applied as (logits - max) / T: the same softmax as logits / T, a different offset."""
-    logits = apply_repetition_penalty(suppress(logits.float(), config.suppress_tokens), sequences,
+    logits = suppress(logits.float(), config.suppress_tokens)
+    logits = apply_repetition_penalty(ban_repeated_ngrams(logits, sequences, config.no_repeat_ngram_size), sequences,
                                       config.repetition_penalty)
     if config.greedy:
         return logits
@@ -362,8 +380,9 @@ def beam_search(model, prompt: torch.Tensor, config: GenerationConfig, keep: int
     next_logits = NextTokenLogits(model, config.use_cache, keep)
     with eval_mode(model):
         for _ in range(config.max_new_tokens):
-            logits = apply_repetition_penalty(suppress(next_logits(sequences).float(), config.suppress_tokens), sequences,
-                                              config.repetition_penalty)
+            logits = ban_repeated_ngrams(suppress(next_logits(sequences).float(), config.suppress_tokens), sequences,
+                                         config.no_repeat_ngram_size)
+            logits = apply_repetition_penalty(logits, sequences, config.repetition_penalty)
             # nan would spread through the scores; +inf would make log_softmax nan.
             logits = torch.nan_to_num(logits, nan=-math.inf, posinf=LOGIT_BOUND)
             candidates = (scores[:, None] + F.log_softmax(logits, dim=-1)).flatten()

@@ -66,7 +66,8 @@ POST /v1/completions               JSON, OpenAI shape: {model, prompt (<= 8000 c
 POST /v1/translations              JSON {model, text: string | up to 32 strings (<= 2000 chars each), num_beams: 1..16
                                    (default 4; 1 with a temperature), n_best: 1..16 = 1, max_tokens: 1..256 (default:
                                    the model's longest target), temperature: 0..2 = 0 (> 0 samples), top_p: (0, 1],
-                                   seed, length_penalty: 0..10 = 0.6}  (translation models: genlab.translate)
+                                   seed, length_penalty: 0..10 = 0.6, no_repeat_ngram_size: 0..64 = 0}
+                                   (translation models: genlab.translate)
                                    -> {object: "translation", model, translations: [one per text: a string, or with
                                        n_best > 1 its hypotheses best first: {text, score, log_prob, finished}]}
 POST /v1/chat/completions          JSON, OpenAI chat shape: {model, messages: [{role: user | assistant | system, content

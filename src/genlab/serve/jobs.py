@@ -162,7 +162,7 @@ def translation(model, body) -> list:
     try:
         return translate(model, body.text, num_beams=body.num_beams, n_best=body.n_best, max_new_tokens=body.max_tokens,
                          temperature=body.temperature, top_p=body.top_p, seed=body.seed,
-                         length_penalty=body.length_penalty)
+                         length_penalty=body.length_penalty, no_repeat_ngram_size=body.no_repeat_ngram_size)
     except GenlabError as e:
         raise _request_names(e) from None
 

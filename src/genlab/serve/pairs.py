@@ -30,7 +30,8 @@ JSON_BODIES = {TRANSLATIONS: TranslationRequest, CHAT_COMPLETIONS: ChatCompletio
 
 TRANSLATIONS_DESCRIPTION = """JSON {model, text: a string or a list of up to 32 strings (<= 2000 characters each),
 num_beams: 1..16 (default 4, or 1 with a temperature), n_best: 1..16 = 1, max_tokens: 1..256 (default: the model's
-longest target), temperature: 0..2 = 0 (> 0 samples), top_p: (0, 1], seed, length_penalty: 0..10 = 0.6}
+longest target), temperature: 0..2 = 0 (> 0 samples), top_p: (0, 1], seed, length_penalty: 0..10 = 0.6,
+no_repeat_ngram_size: 0..64 = 0 (n > 0: no n-gram of tokens twice in a translation)}
 -> {"object": "translation", "model", "translations": [...]}: one entry per text, in order; a string when n_best is 1,
 else the text's n_best hypotheses best first as {text, score, log_prob, finished} (score: log_prob over beam search's
 length penalty; finished: it ended before max_tokens). The same as genlab.translate(model, text, ...) with these

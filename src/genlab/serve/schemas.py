@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from ..limits import (MAX_BEAMS, MAX_CHAT_MESSAGE_CHARS, MAX_CHAT_MESSAGES, MAX_CLASS, MAX_COMPLETIONS,
-                      MAX_DIFFUSION_TIMESTEPS, MAX_GUIDANCE, MAX_IMAGES, MAX_LENGTH_PENALTY, MAX_NEW_TOKENS,
+                      MAX_DIFFUSION_TIMESTEPS, MAX_GUIDANCE, MAX_IMAGES, MAX_LENGTH_PENALTY, MAX_NEW_TOKENS, MAX_NO_REPEAT_NGRAM,
                       MAX_PAIR_NEW_TOKENS, MAX_PROMPT_CHARS, MAX_STOP, MAX_STOP_CHARS, MAX_TRANSLATION_CHARS,
                       MAX_TRANSLATION_TEXTS, ModelName, Seed, Strict)
 
@@ -92,6 +92,8 @@ class TranslationRequest(Strict):
     seed: int = Seed
     length_penalty: float = Field(0.6, ge=0.0, le=MAX_LENGTH_PENALTY, allow_inf_nan=False,
                                   description="beam search: GNMT's alpha (0 ranks by total log-probability)")
+    no_repeat_ngram_size: int = Field(0, ge=0, le=MAX_NO_REPEAT_NGRAM,
+                                      description="n > 0: never repeat an n-gram of tokens within a translation")
 
     @field_validator("text", mode="before")
     @classmethod

@@ -93,11 +93,13 @@ def decode_sources(model, sources: list, config, *, batch_size: int = TRANSLATE_
 
 def translate(model, texts: str | list[str], *, num_beams: int | None = None, n_best: int = 1, max_new_tokens: int | None = None,
               temperature: float = 0.0, top_p: float | None = None, seed: int = 0, length_penalty: float = 0.6,
-              batch_size: int = TRANSLATE_BATCH, keep_empty: bool = False, progress: bool = False) -> list:
+              no_repeat_ngram_size: int = 0, batch_size: int = TRANSLATE_BATCH, keep_empty: bool = False,
+              progress: bool = False) -> list:
     """Translate texts with a translation model (a loaded model or its directory).
 
     Beam search with num_beams beams (default 4; GNMT length penalty `length_penalty`), or with
-    temperature > 0 sampling (num_beams 1, optionally with top_p). Returns one entry per
+    temperature > 0 sampling (num_beams 1, optionally with top_p); no_repeat_ngram_size = n > 0
+    never repeats an n-gram of tokens within a translation. Returns one entry per
     text: its translation (a str) when n_best == 1, else its n_best hypotheses, best first, as
     dicts {"text", "score", "log_prob", "finished"} (score: log_prob over the length penalty in
     beam search; finished: it ended before max_new_tokens, default the model's longest target).
@@ -119,7 +121,7 @@ def translate(model, texts: str | list[str], *, num_beams: int | None = None, n_
         num_beams = 1 if isinstance(temperature, (int, float)) and temperature > 0 else 4
     config = from_dict(Seq2SeqGenerationConfig, {
         "num_beams": num_beams, "num_return_sequences": n_best, "temperature": temperature, "top_p": top_p, "seed": seed,
-        "length_penalty": length_penalty,
+        "length_penalty": length_penalty, "no_repeat_ngram_size": no_repeat_ngram_size,
         "max_new_tokens": max_new_tokens if max_new_tokens is not None else model.config.max_target_len}, "translation")
     check_range("batch_size", batch_size, 1, 4096)
     sources, cut, unknown, unknown_chars = _translation_sources(model, texts, keep_empty, translation_source_ids)
