@@ -251,6 +251,20 @@ def test_scrub_hides_paths_and_addresses():
         assert scrub(kept, roots) == kept
 
 
+@pytest.mark.parametrize("name, shown", [
+    ("labeled:/home/ann/private/quotes.tsv", "labeled:quotes.tsv"),
+    ("pairs:/home/ann/private/pairs.csv", "pairs:pairs.csv"),
+    ("dialogue:/home/ann/chats.jsonl", "dialogue:chats.jsonl"),
+    ("folder:/home/ann/authors/", "folder:authors"),
+    ("styles:tinyshakespeare+file:/home/ann/austen.txt", "styles:tinyshakespeare+file:austen.txt"),
+    ("tatoeba-cmn", "tatoeba-cmn"),
+])
+def test_every_data_set_named_by_a_path_is_shown_by_its_file_name(name, shown):
+    from genlab.serve.models import public_data_name
+
+    assert public_data_name(name) == shown
+
+
 def test_health_listing_and_detail_name_no_path(client, models_dir):
     health = client.get("/healthz").json()
     assert health["models_dir"] == models_dir.name

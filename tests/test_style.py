@@ -251,6 +251,28 @@ def test_a_labeled_file_is_one_style_per_label(tmp_path, capsys):
         load_text_data(TextDataSpec(name=f"labeled:{tmp_path / 'missing.tsv'}"))
     code, out, _ = run_cli(capsys, "datasets")
     assert code == 0 and "labeled:FILE" in out
+    # Not UTF-8: read by detection with a notice, as file: and folder: are, or as data.encoding says.
+    legacy = tmp_path / "legacy.csv"
+    legacy.write_bytes(("text,label\n" + "".join(f"{t} café,{l}\n" for t, l in rows)).encode("cp1252"))
+    corpora = load_style_corpora(f"labeled:{legacy}", tmp_path)
+    assert "cp1252" in capsys.readouterr().err and corpora["vowels"].endswith(" café")
+    assert load_style_corpora(f"labeled:{legacy}", tmp_path, encoding="latin-1") == corpora
+
+
+def test_a_model_of_labeled_text_is_evaluated_against_other_text_as_plain_text(tmp_path, capsys):
+    tsv = tmp_path / "quotes.tsv"
+    tsv.write_text("text\tlabel\n" + "".join(f"{t}\t{l}\n" for t, l in labeled_rows(200)), encoding="utf-8")
+    other = tmp_path / "other.txt"
+    other.write_text(words(VOWELS + CONSONANTS, 3000, 5), encoding="utf-8")
+    for styles in ("true", "false"):
+        run = genlab.train("gpt-styles", ["steps=5", f"data.name=labeled:{tsv}", f"data.styles={styles}", *TINY],
+                           out=tmp_path / f"styles-{styles}")
+        assert json.loads((run / "config.json").read_text())["data"]["label_column"] == "label"
+        for against in (f"file:{other}:test", f"labeled:{tsv}:test"):
+            code, _, err = run_cli(capsys, "eval", str(run), "--against", against, "--metrics", "likelihood")
+            assert code == 0, err
+            result = json.loads((run / "metrics.json").read_text())["eval"]
+            assert result["data"] == against and result["likelihood"]["test"]["tokens"] > 0
 
 
 @pytest.mark.parametrize("kind", ["char", "bpe"])

@@ -258,7 +258,8 @@ def generate(model, prompt: str = "", **options) -> list[str]:
     """Continuations of `prompt` from a text model (the prompt itself is not included).
 
     options are genlab.sampling.GenerationConfig fields: max_new_tokens=200, temperature=1.0
-    (0 = greedy), top_k, top_p, repetition_penalty=1.0, num_return_sequences=1, num_beams=1
+    (0 = greedy), top_k, top_p, repetition_penalty=1.0, no_repeat_ngram_size=0 (n > 0: no n-gram of
+    tokens twice), num_return_sequences=1, num_beams=1
     (beam search), stop (a string or strings the text ends before), seed=0, use_cache=True,
     style (a model trained with styles, data.styles: write in that style; the model's styles
     are model.tokenizer.styles; an unknown one is an error listing them).

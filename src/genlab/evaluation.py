@@ -277,11 +277,12 @@ def evaluate_text(model, *, against: str | None, n: int | None, seed: int, featu
     config = model.artifact_config
     data_name, split = parse_against(against, config["data"]["name"])
     spec_values, tokenizer = {**config["data"], "name": data_name}, model.tokenizer
-    if data_name != config["data"]["name"] and hasattr(tokenizer, "styles"):
-        # A style model on another corpus: that text without style tokens, as one in ten training
-        # windows was, in the base tokenizer's ids (the model's first ids).
-        spec_values = {k: v for k, v in spec_values.items() if k not in ("styles", "text_column", "label_column")}
-        tokenizer = tokenizer.base
+    if data_name != config["data"]["name"]:
+        # Another corpus is plain text (a labeled:FILE's columns are its defaults). A style model reads
+        # it without style tokens, as one in ten training windows was, in its base tokenizer's ids.
+        drop = ("styles", "text_column", "label_column")
+        spec_values = {**{k: v for k, v in spec_values.items() if k not in drop}, "styles": False}
+        tokenizer = tokenizer.base if hasattr(tokenizer, "styles") else tokenizer
     data = load_text_data(from_dict(TextDataSpec, spec_values, "data"), tokenizer=tokenizer)
     splits = held_out_splits(data, split, against)
     if not splits:

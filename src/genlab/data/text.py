@@ -126,7 +126,7 @@ def _unknown(name: str) -> GenlabError:
     return GenlabError(
         f"unknown text corpus {name!r}",
         "use pydoc (embedded), tinyshakespeare, your own text as file:PATH or folder:DIR, "
-        "or styles:A+B for one style per corpus",
+        "labeled:FILE (a TSV/CSV with text and label columns) or styles:A+B for one style per corpus",
     )
 
 
@@ -160,7 +160,7 @@ def load_corpus(name: str, root: Path, encoding: str | None = None, text_column:
     if prefix == "folder":
         return _read_folder(Path(arg).expanduser(), encoding)
     if prefix == "labeled":
-        return "\n".join(text for text, _ in _labeled_rows(Path(arg).expanduser(), text_column, None))
+        return "\n".join(text for text, _ in _labeled_rows(Path(arg).expanduser(), text_column, None, encoding))
     if prefix == "styles":
         raise GenlabError(f"{name} is several corpora, one per style, not one text",
                           "read it with load_style_corpora (or load_text_data, which splits each style)")
@@ -348,7 +348,7 @@ def load_style_corpora(name: str, root: Path, encoding: str | None = None, text_
     if name.startswith(LABELED_PREFIX) and name[len(LABELED_PREFIX):]:
         path = Path(name[len(LABELED_PREFIX):]).expanduser()
         texts: dict[str, list[str]] = {}
-        for text, label in _labeled_rows(path, text_column, label_column):
+        for text, label in _labeled_rows(path, text_column, label_column, encoding):
             texts.setdefault(label, []).append(text)
         if len(texts) < 2:
             raise GenlabError(f"{path} has {len(texts)} label(s) in its column {label_column!r}; styles need at least two",
@@ -383,15 +383,17 @@ def load_style_corpora(name: str, root: Path, encoding: str | None = None, text_
     return {sub.name: _read_folder(sub, encoding) for sub in subfolders}
 
 
-def _labeled_rows(path: Path, text_column: str, label_column: str | None) -> list[tuple[str, str]]:
+def _labeled_rows(path: Path, text_column: str, label_column: str | None,
+                  encoding: str | None = None) -> list[tuple[str, str]]:
     """(text, label) of each row of a labeled:FILE with both cells non-empty (label "" when
-    label_column is None); rows with an empty cell are skipped with a notice."""
+    label_column is None); rows with an empty cell are skipped with a notice. The file is read
+    as your other files are (UTF-8, else detected with a notice, or `encoding`)."""
     from .tables import read_columns, require_table
 
     require_table(path, "labeled")
     columns = {"text_column": text_column, **({"label_column": label_column} if label_column else {})}
     rows, empty = [], []
-    for line, (text, *label) in read_columns(path, read_text_file(path), columns):
+    for line, (text, *label) in read_columns(path, read_text_file(path, encoding, notice=True), columns):
         if not text or (label_column and not label[0]):
             empty.append(line)
         else:

@@ -238,7 +238,7 @@ def _argmax(logits: torch.Tensor) -> torch.Tensor:
 
 
 def next_token_logits(logits: torch.Tensor, sequences: torch.Tensor, config: GenerationConfig) -> torch.Tensor:
-    """The processed logits [B, V] that the next token is drawn from (steps 1-4 above; suppressed tokens
+    """The processed logits [B, V] that the next token is drawn from (steps 0-4 above; suppressed tokens
     first). When greedy they are the penalised logits, not divided by the temperature. Temperature is
     applied as (logits - max) / T: the same softmax as logits / T, a different offset."""
     logits = suppress(logits.float(), config.suppress_tokens)
@@ -385,7 +385,10 @@ def beam_search(model, prompt: torch.Tensor, config: GenerationConfig, keep: int
             logits = apply_repetition_penalty(logits, sequences, config.repetition_penalty)
             # nan would spread through the scores; +inf would make log_softmax nan.
             logits = torch.nan_to_num(logits, nan=-math.inf, posinf=LOGIT_BOUND)
-            candidates = (scores[:, None] + F.log_softmax(logits, dim=-1)).flatten()
+            # A row with every token banned (no_repeat_ngram_size 1 once the vocabulary is used up) is all
+            # -inf, whose log_softmax is nan: it gets -inf, that beam ends its run of candidates.
+            log_probs = F.log_softmax(logits, dim=-1).nan_to_num(nan=-math.inf)
+            candidates = (scores[:, None] + log_probs).flatten()
             scores, flat = candidates.topk(beams)
             parents, tokens = flat // logits.shape[1], flat % logits.shape[1]
             sequences = torch.cat([sequences[parents], tokens[:, None]], dim=1)

@@ -16,8 +16,9 @@ source decodes to the same tokens alone or in a batch. Every target starts from 
 ends at EOS or after max_new_tokens; BOS and PAD are never generated.
 
 Greedy and sampling process the next-token logits exactly as decoder-only generation does
-(genlab.sampling.decoding: suppressed tokens, repetition penalty over the target so far,
-temperature, top-k, top-p; temperature 0 is greedy). With use_cache=False every step runs
+(genlab.sampling.decoding: suppressed tokens, no repeated n-grams and the repetition penalty
+over the target so far, temperature, top-k, top-p; temperature 0 is greedy); beam search ranks
+its candidates after the same suppression, n-gram ban and penalty. With use_cache=False every step runs
 the decoder over the whole prefix from the encoder output, recomputing the cross-attention
 keys and values: the same tokens, slower; the cache is a pure speed-up.
 

@@ -94,13 +94,15 @@ def model_summary(store: ModelStore, name: str, detail: bool = False) -> dict:
 
 
 # Data names that are a local path after their prefix ("file:/home/me/notes.txt"): shown by file name only.
-PATH_DATA_PREFIXES = ("file:", "folder:", "idx:", "npz:", "midi:", "csv:", "movielens:")
+PATH_DATA_PREFIXES = ("file:", "folder:", "labeled:", "idx:", "npz:", "midi:", "csv:", "movielens:", "pairs:", "dialogue:")
 
 
 def public_data_name(name):
     """A data spec as it may be shown: "file:/home/me/notes.txt" -> "file:notes.txt", "/x/y.npz" -> "y.npz"."""
     if not isinstance(name, str):
         return name
+    if name.startswith("styles:"):  # several corpora, each maybe a path
+        return "styles:" + "+".join(public_data_name(part) for part in name[len("styles:"):].split("+"))
     prefix = next((p for p in PATH_DATA_PREFIXES if name.startswith(p)), "")
     path = name[len(prefix):]
     if prefix or path.startswith(("/", "~", "\\")) or re.match(r"[A-Za-z]:[\\/]", path):

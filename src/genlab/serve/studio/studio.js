@@ -819,6 +819,7 @@ async function translateText() {
     num_beams: intOrNull("translate-beams"),
     n_best: intOrNull("translate-n-best"),
     length_penalty: numberOrNull("translate-length-penalty"),
+    no_repeat_ngram_size: intOrNull("translate-no-repeat-ngram"),
     temperature: numberOrNull("translate-temperature"),
     top_p: numberOrNull("translate-top-p"),
     max_tokens: intOrNull("translate-max-tokens"),
