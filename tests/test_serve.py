@@ -233,6 +233,11 @@ def test_completions_match_genlab_generate(client, models_dir):
     stop = text[5:7]  # a stop string that occurs in the greedy text
     stopped = client.post("/v1/completions", json={**greedy, "stop": [stop]}).json()["choices"][0]
     assert stopped["finish_reason"] == "stop" and stopped["text"] == text[: text.index(stop)]
+    banned = client.post("/v1/completions", json={**greedy, "no_repeat_ngram_size": 3}).json()["choices"][0]["text"]
+    assert banned == genlab.generate(model, "The ", max_new_tokens=40, temperature=0, no_repeat_ngram_size=3)[0]
+    whole = model.tokenizer.encode("The " + banned).tolist()  # a char model: one token per character
+    trigrams = [tuple(whole[i : i + 3]) for i in range(len(whole) - 2)]
+    assert len(trigrams) == len(set(trigrams))
 
 
 def parse_sse(text: str) -> list:

@@ -160,6 +160,8 @@ Run `genlab COMMAND --help` for a command's options and examples.""",
     p.add_argument("--top-p", type=float, help="sample from the smallest set of tokens holding this probability, in (0, 1]")
     p.add_argument("--repetition-penalty", type=float, default=1.0,
                    help="> 1 discourages tokens already in the text (default 1: off)")
+    p.add_argument("--no-repeat-ngram", type=bounded_int("--no-repeat-ngram", 0, MAX_NO_REPEAT_NGRAM), default=0,
+                   metavar="N", help="never repeat an N-gram of tokens, prompt included (default 0: off)")
     p.add_argument("--stop", action="append", default=[], metavar="TEXT",
                    help="end the text before this string (repeatable; \\n is a newline)")
     p.add_argument("-n", "--num-return-sequences", type=int, default=1, help="number of texts (default 1)")
@@ -350,8 +352,8 @@ def _cmd_generate(args) -> None:
 
     config = GenerationConfig(  # validated before loading, so a bad setting fails fast
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-        repetition_penalty=args.repetition_penalty, num_return_sequences=args.num_return_sequences,
-        num_beams=args.num_beams, stop=tuple(_unescape(s) for s in args.stop), seed=args.seed,
+        repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram,
+        num_return_sequences=args.num_return_sequences, num_beams=args.num_beams, stop=tuple(_unescape(s) for s in args.stop), seed=args.seed,
         use_cache=not args.no_cache, style=args.style,
     )
     model = load(args.model)

@@ -57,7 +57,8 @@ POST /v1/images/generations        JSON {model, n: 1..64 = 16, seed: 0..2^63-1 =
 POST /v1/completions               JSON, OpenAI shape: {model, prompt (<= 8000 chars) = "", max_tokens: 1..1024 = 64,
                                    temperature: 0..2 = 1 (0 greedy), top_p: (0, 1], n: 1..8 = 1,
                                    stop: string | up to 4 strings (1..64 chars), seed, stream: bool,
-                                   top_k >= 1 and repetition_penalty (0, 10] (genlab extensions)}
+                                   top_k >= 1, repetition_penalty (0, 10] and no_repeat_ngram_size 0..64
+                                   (genlab extensions)}
                                    -> {id, object: "text_completion", created, model,
                                        choices: [{text, index, logprobs: null, finish_reason: "stop" | "length"}],
                                        usage: {prompt_tokens, completion_tokens, total_tokens}}

@@ -76,7 +76,7 @@ def sampling_router() -> APIRouter:
         store, pool = request.app.state.store, request.app.state.pool
         config = GenerationConfig(max_new_tokens=body.max_tokens, temperature=body.temperature, top_k=body.top_k,
                                   top_p=body.top_p, repetition_penalty=body.repetition_penalty,
-                                  num_return_sequences=body.n, stop=tuple(body.stop), seed=body.seed,
+                                  no_repeat_ngram_size=body.no_repeat_ngram_size, num_return_sequences=body.n, stop=tuple(body.stop), seed=body.seed,
                                   style=body.style)
         store.path(body.model)
         reply = {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion", "created": int(time.time()),

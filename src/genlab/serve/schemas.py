@@ -53,6 +53,8 @@ class CompletionRequest(Strict):
     top_p: float | None = Field(None, gt=0.0, le=1.0, description="nucleus sampling mass")
     top_k: int | None = Field(None, ge=1, le=100_000, description="sample from the k most likely tokens (genlab extension)")
     repetition_penalty: float = Field(1.0, gt=0.0, le=10.0, description="> 1 discourages repeats (genlab extension)")
+    no_repeat_ngram_size: int = Field(0, ge=0, le=MAX_NO_REPEAT_NGRAM,
+                                      description="n > 0: no n-gram of tokens twice, prompt included (genlab extension)")
     n: int = Field(1, ge=1, le=MAX_COMPLETIONS, description="number of completions")
     stop: str | list[str] | None = Field(None, validate_default=True,  # always a list after validation
                                          description=f"up to {MAX_STOP} strings the text ends before")
