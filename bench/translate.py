@@ -112,10 +112,11 @@ def score(out: Path, quick: bool, grid: list[tuple[float, int]]) -> dict:
     n = 100 if quick else None
     tuning = {}
     if len(grid) > 1:
-        sweep = {f"alpha={a:g} no_repeat={k}": round(genlab.evaluate(
-            out, against="val", metrics=("bleu",), length_penalty=a, no_repeat_ngram_size=k, n=n, progress=False,
-            write=False)["scores"]["bleu"], 2) for a, k in grid}
-        best = max(grid, key=lambda g: sweep[f"alpha={g[0]:g} no_repeat={g[1]}"])
+        val_bleu = {(a, k): round(genlab.evaluate(out, against="val", metrics=("bleu",), length_penalty=a,
+                                                  no_repeat_ngram_size=k, n=n, progress=False, write=False)
+                                  ["scores"]["bleu"], 2) for a, k in grid}
+        best = max(grid, key=val_bleu.get)
+        sweep = {f"alpha={a:g} no_repeat={k}": bleu for (a, k), bleu in val_bleu.items()}
         tuning = {"decoding_val_bleu": sweep}
         print(f"  {out.name}: validation BLEU {sweep} -> {best}", flush=True)
     else:

@@ -810,18 +810,13 @@ def read_pairs_file(path: Path, source_column: str, target_column: str, delimite
     columns = {"source_column": source_column, "target_column": target_column}
     if split_column:
         columns["split_column"] = split_column
-    sources, targets, splits, empty = [], [], [], []
-    for line, (source, target, *split) in read_columns(path, read_text_file(path), columns, delimiter):
-        if not source or not target:
-            empty.append(line)
-            continue
+    sources, targets, splits = [], [], []
+    for line, (source, target, *split) in read_columns(path, read_text_file(path), columns, delimiter, filled=2,
+                                                       filled_names="source or target"):
         sources.append(source)
         targets.append(target)
         if split_column:
             splits.append(_split_name(split[0], f"{path}, line {line}"))
-    if empty:
-        warn(f"skipped {len(empty)} line(s) of {path} with an empty source or target (line {empty[0]}"
-             f"{', ...' if len(empty) > 1 else ''})")
     if not targets:
         raise GenlabError(f"{path} has no pairs after its header line", "add one source/target pair per line")
     return sources, targets, (splits if split_column else None)

@@ -14,7 +14,7 @@ import csv
 import io
 from pathlib import Path
 
-from ..errors import GenlabError
+from ..errors import GenlabError, warn
 
 
 def require_table(path: Path, prefix: str) -> None:
@@ -24,13 +24,15 @@ def require_table(path: Path, prefix: str) -> None:
                           "give a .tsv or .csv file with a header line")
 
 
-def read_columns(path: Path, text: str, columns: dict[str, str],
-                 delimiter: str | None = None) -> list[tuple[int, list[str]]]:
+def read_columns(path: Path, text: str, columns: dict[str, str], delimiter: str | None = None, *,
+                 filled: int = 0, filled_names: str = "") -> list[tuple[int, list[str]]]:
     """[(line number, [the cells of `columns`, stripped, in that order])] of a TSV/CSV file's text.
 
-    text: the file's text (read by the caller with data.text.read_text_file: strict UTF-8).
+    text: the file's text (read by the caller with data.text.read_text_file).
     columns: {the data setting that names a column (e.g. "source_column"): its header name}; the
-    setting is what an error about a missing column tells the user to set."""
+    setting is what an error about a missing column tells the user to set.
+    filled: rows with an empty cell among the first `filled` columns are skipped, with one notice
+    ("... with an empty {filled_names}", e.g. "source or target")."""
     delimiter = delimiter or _delimiter(path, text)
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting, strict=True)
@@ -47,7 +49,7 @@ def read_columns(path: Path, text: str, columns: dict[str, str],
                                   f"{', '.join(repr(h) for h in header)})",
                                   f"name the columns with data.{setting}=NAME (and the others)")
         at = [header.index(column) for column in columns.values()]
-        rows = []
+        rows, empty = [], []
         for row in reader:
             if not any(cell.strip() for cell in row):
                 continue
@@ -55,9 +57,16 @@ def read_columns(path: Path, text: str, columns: dict[str, str],
                 raise GenlabError(f"{path}, line {reader.line_num}: {len(row)} field(s), "
                                   f"but the header has {len(header)}",
                                   f"each line needs {len(header)} fields separated by {_shown(delimiter)}")
-            rows.append((reader.line_num, [row[i].strip() for i in at]))
+            cells = [row[i].strip() for i in at]
+            if all(cells[:filled]):
+                rows.append((reader.line_num, cells))
+            else:
+                empty.append(reader.line_num)
     except csv.Error as e:
         raise GenlabError(f"{path}, line {reader.line_num}: {e}", "check the quoting on that line") from None
+    if empty:
+        warn(f"skipped {len(empty)} line(s) of {path} with an empty {filled_names} (line {empty[0]}"
+             f"{', ...' if len(empty) > 1 else ''})")
     return rows
 
 

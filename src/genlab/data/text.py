@@ -392,15 +392,9 @@ def _labeled_rows(path: Path, text_column: str, label_column: str | None,
 
     require_table(path, "labeled")
     columns = {"text_column": text_column, **({"label_column": label_column} if label_column else {})}
-    rows, empty = [], []
-    for line, (text, *label) in read_columns(path, read_text_file(path, encoding, notice=True), columns):
-        if not text or (label_column and not label[0]):
-            empty.append(line)
-        else:
-            rows.append((text, label[0] if label_column else ""))
-    if empty:
-        warn(f"skipped {len(empty)} line(s) of {path} with an empty text or label (line {empty[0]}"
-             f"{', ...' if len(empty) > 1 else ''})")
+    rows = [(text, label[0] if label else "") for _, (text, *label) in read_columns(
+        path, read_text_file(path, encoding, notice=True), columns, filled=len(columns),
+        filled_names="text or label" if label_column else "text")]
     if not rows:
         raise GenlabError(f"{path} has no texts after its header line", "add one text (and its label) per line")
     return rows
@@ -901,7 +895,7 @@ def load_text_data(spec: TextDataSpec | dict | str, tokenizer=None, root: Path |
     if spec.styles:
         return _load_styled(spec, tokenizer, root)
     _hint_styles(spec.name)
-    text = load_corpus(spec.name, root, spec.encoding, **({"text_column": spec.text_column} if spec.text_column else {}))
+    text = load_corpus(spec.name, root, spec.encoding, text_column=spec.text_column or "text")
     parts = _split(text, spec)
     if tokenizer is None:
         tokenizer = train_tokenizer(spec.tokenizer, parts["train"], text, spec.vocab_size)
@@ -918,8 +912,7 @@ def load_text_data(spec: TextDataSpec | dict | str, tokenizer=None, root: Path |
 
 
 def _load_styled(spec: TextDataSpec, tokenizer, root: Path) -> StyledTextData:
-    columns = {"text_column": spec.text_column, "label_column": spec.label_column} if spec.text_column else {}
-    corpora = load_style_corpora(spec.name, root, spec.encoding, **columns)
+    corpora = load_style_corpora(spec.name, root, spec.encoding, spec.text_column or "text", spec.label_column or "label")
     parts = {style: _split(text, spec) for style, text in corpora.items()}
     if tokenizer is None:
         base = train_tokenizer(spec.tokenizer, "\n".join(p["train"] for p in parts.values()),

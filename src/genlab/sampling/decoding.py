@@ -188,6 +188,13 @@ def ban_repeated_ngrams(logits: torch.Tensor, sequences: torch.Tensor, n: int) -
     return logits.masked_fill(banned, -math.inf)
 
 
+def apply_sequence_rules(logits: torch.Tensor, sequences: torch.Tensor, config: GenerationConfig) -> torch.Tensor:
+    """Steps 0 and 1 above, the rules that read the sequence so far: no repeated n-grams, then
+    the repetition penalty. Every decoder (sampling, beam search, encoder-decoder) applies them here."""
+    logits = ban_repeated_ngrams(logits, sequences, config.no_repeat_ngram_size)
+    return apply_repetition_penalty(logits, sequences, config.repetition_penalty)
+
+
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Logits whose softmax is softmax(logits / T), computed as (logits - max) / T: values <= 0,
     so no overflow to +inf however small T is (callers decode greedily below MIN_TEMPERATURE)."""
@@ -241,9 +248,7 @@ def next_token_logits(logits: torch.Tensor, sequences: torch.Tensor, config: Gen
     """The processed logits [B, V] that the next token is drawn from (steps 0-4 above; suppressed tokens
     first). When greedy they are the penalised logits, not divided by the temperature. Temperature is
     applied as (logits - max) / T: the same softmax as logits / T, a different offset."""
-    logits = suppress(logits.float(), config.suppress_tokens)
-    logits = apply_repetition_penalty(ban_repeated_ngrams(logits, sequences, config.no_repeat_ngram_size), sequences,
-                                      config.repetition_penalty)
+    logits = apply_sequence_rules(suppress(logits.float(), config.suppress_tokens), sequences, config)
     if config.greedy:
         return logits
     logits = apply_temperature(logits, config.temperature)
@@ -380,9 +385,8 @@ def beam_search(model, prompt: torch.Tensor, config: GenerationConfig, keep: int
     next_logits = NextTokenLogits(model, config.use_cache, keep)
     with eval_mode(model):
         for _ in range(config.max_new_tokens):
-            logits = ban_repeated_ngrams(suppress(next_logits(sequences).float(), config.suppress_tokens), sequences,
-                                         config.no_repeat_ngram_size)
-            logits = apply_repetition_penalty(logits, sequences, config.repetition_penalty)
+            logits = apply_sequence_rules(suppress(next_logits(sequences).float(), config.suppress_tokens), sequences,
+                                          config)
             # nan would spread through the scores; +inf would make log_softmax nan.
             logits = torch.nan_to_num(logits, nan=-math.inf, posinf=LOGIT_BOUND)
             # A row with every token banned (no_repeat_ngram_size 1 once the vocabulary is used up) is all

@@ -50,8 +50,7 @@ import torch
 
 from ..errors import GenlabError, warn
 from ..tensors import eval_mode
-from .decoding import (GenerationConfig, _number, apply_repetition_penalty, ban_repeated_ngrams, choose_next_tokens,
-                       suppress)
+from .decoding import GenerationConfig, _number, apply_sequence_rules, choose_next_tokens, suppress
 
 
 @dataclass
@@ -225,7 +224,7 @@ class BeamSearch:
         self.alpha = getattr(config, "length_penalty", 0.0)
         self.suppress_tokens = _with_specials_suppressed(model, config).suppress_tokens
         self.min_new_tokens = getattr(config, "min_new_tokens", 0)
-        self.repetition_penalty, self.no_repeat_ngram_size = config.repetition_penalty, config.no_repeat_ngram_size
+        self.config = config
         sources, device = len(src), src.device
         self.next_logits = NextTargetLogits(model, src, config.use_cache)
         self.next_logits.select(torch.arange(sources, device=device).repeat_interleave(self.beams))
@@ -243,8 +242,7 @@ class BeamSearch:
         log_p = self.next_logits(self.prefixes).float().log_softmax(dim=-1)  # [active x beams, V]
         early = self.prefixes.shape[1] - 1 < self.min_new_tokens  # EOS not yet allowed
         suppressed = self.suppress_tokens + ((self.eos,) if early else ())
-        ranked = ban_repeated_ngrams(suppress(log_p, suppressed), self.prefixes, self.no_repeat_ngram_size)
-        ranked = apply_repetition_penalty(ranked, self.prefixes, self.repetition_penalty).nan_to_num(nan=-math.inf)
+        ranked = apply_sequence_rules(suppress(log_p, suppressed), self.prefixes, self.config).nan_to_num(nan=-math.inf)
         n, beams, vocab = len(self.active), self.beams, log_p.shape[1]
         candidates = (self.scores[:, :, None] + ranked.view(n, beams, vocab)).view(n, beams * vocab)
         scores, top = candidates.topk(min(2 * beams, beams * vocab), dim=1)  # [active, 2 x beams], best first
