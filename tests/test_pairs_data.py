@@ -216,6 +216,33 @@ def test_batches_are_padded_and_trimmed(tmp_path):
     assert data.batch("train", np.array([3]))["src"].shape[0] == 1
 
 
+def test_training_order_groups_pairs_of_similar_length(tmp_path):
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 30, 700)  # a translation's length follows its source's
+    rows = ["source\ttarget"] + [f"{'word ' * int(k)}end\t{'mot ' * int(k + rng.integers(0, 3))}fin" for k in lengths]
+    path = write(tmp_path / "pairs.tsv", "\n".join(rows) + "\n")
+    data = load_pair_data({"name": f"pairs:{path}", "vocab_size": 400, "val_fraction": 0.02, "test_fraction": 0.02},
+                          root=tmp_path)
+    n, b = data.num_examples("train"), 8
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(1))
+
+    def padded_fraction(indices):
+        batches = [indices[i : i + b] for i in range(0, n // b * b, b)]
+        cells = sum(data.batch("train", x)["src"].numel() + data.batch("train", x)["tgt"].numel() for x in batches)
+        real = sum(int(data.train.src_len[x].sum() + data.train.tgt_len[x].sum()) for x in batches)
+        return 1 - real / cells
+
+    grouped = data.order_batches(order, b, torch.Generator().manual_seed(2))
+    assert sorted(grouped.tolist()) == list(range(n))  # every pair once per epoch
+    assert torch.equal(grouped[n // b * b:], order[n // b * b:])  # the last partial batch as drawn
+    assert torch.equal(grouped, data.order_batches(order, b, torch.Generator().manual_seed(2)))  # deterministic
+    assert padded_fraction(order) > 0.25 and padded_fraction(grouped) < 0.05
+    lengths = (data.train.src_len + data.train.tgt_len)[grouped[: n // b * b]].view(-1, b).float().mean(1)
+    assert not torch.equal(lengths, lengths.sort().values)  # the batches are shuffled, not short to long
+    data.spec.group_by_length = False
+    assert torch.equal(data.order_batches(order, b, torch.Generator().manual_seed(2)), order)
+
+
 def test_truncation_keeps_the_start_and_eos_and_is_reported_once(tmp_path, capsys):
     long_source = " ".join(f"w{i}" for i in range(40))
     rows = ["source\ttarget", f"{long_source}\t{long_source}"] + [f"short {i}\tkurz {i}" for i in range(30)]

@@ -369,6 +369,8 @@ class PairDataSpec:
     val_fraction: float = 0.05  # pairs:FILE, dialogue:FILE without a split: held out for validation
     test_fraction: float = 0.05  # ... and for the final test
     limit: int | None = None  # keep at most this many examples of each split (a seeded sample), for quick runs
+    group_by_length: bool = True  # training batches of pairs of similar length (see PairData.order_batches):
+    # a random batch of Tatoeba pairs is half padding, so grouping doubles the real tokens per second
     seed: int = 0  # the split of files without one, and the sample `limit` keeps
 
     def __post_init__(self):
@@ -1029,6 +1031,26 @@ class PairData:
         longest_tgt = int(part.tgt_len[idx].max())
         return {"src": part.src[idx, :longest_src].long(), "tgt": part.tgt[idx, :longest_tgt].long()}
 
+    def order_batches(self, order: torch.Tensor, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        """An epoch's random order of training pairs, rearranged so that each batch holds pairs of similar length.
+
+        The Trainer asks once per epoch and cuts the result into consecutive batches. Padding costs as
+        much as real tokens, and a random batch of 64 Tatoeba pairs is about half padding. As Hugging Face's
+        group_by_length does: the order is cut into chunks of GROUP_BATCHES batches, each chunk is sorted by
+        source length, then target length, and cut into batches (on Tatoeba at batch 64: 8% padding, from 52%), and the full batches are shuffled across the epoch, so
+        that the steps do not run from short to long. Deterministic given the generator (exact resume);
+        data.group_by_length=false keeps the random order.
+        """
+        if not self.spec.group_by_length or batch_size <= 1:
+            return order
+        full = len(order) // batch_size * batch_size
+        if full == 0:
+            return order
+        chunk = GROUP_BATCHES * batch_size
+        grouped = torch.cat([_by_lengths(order[i : min(i + chunk, full)], self.train) for i in range(0, full, chunk)])
+        batches = grouped.view(-1, batch_size)[torch.randperm(full // batch_size, generator=generator)]
+        return torch.cat([batches.reshape(-1), order[full:]])
+
     def model_fields(self) -> dict:
         """What a model config takes from the data (filled in by genlab.train)."""
         return {"vocab_size": self.tokenizer.vocab_size, "pad_id": PAD_ID, "bos_id": BOS_ID, "eos_id": EOS_ID,
@@ -1055,6 +1077,15 @@ class PairData:
     @property
     def source_language(self) -> str | None:
         return "zh" if _mostly_han(self.train.sources[:2000]) else None
+
+
+GROUP_BATCHES = 100  # batches per length-sorted chunk in order_batches
+
+
+def _by_lengths(indices: torch.Tensor, split: PairSplit) -> torch.Tensor:
+    """indices sorted by source length, ties by target length (two stable sorts)."""
+    indices = indices[torch.sort(split.tgt_len[indices], stable=True).indices]
+    return indices[torch.sort(split.src_len[indices], stable=True).indices]
 
 
 HAN = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")

@@ -167,6 +167,8 @@ class Trainer:
             # permutation at every step would cost a small model a quarter of its step time.
             order = torch.Generator().manual_seed(derived_seed(self.cfg.seed, _STREAM_ORDER, epoch))
             perm = torch.randperm(self.data.num_examples("train"), generator=order)
+            if hasattr(self.data, "order_batches"):  # e.g. text pairs: batches of similar length pad less
+                perm = self.data.order_batches(perm, self.cfg.batch_size * self.dist.world_size, order)
             self._epoch_order = (epoch, perm[self.dist.rank :: self.dist.world_size])
         b = self.cfg.batch_size
         return self._epoch_order[1][i * b : (i + 1) * b]
