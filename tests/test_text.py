@@ -190,8 +190,9 @@ def test_loss_perplexity_and_bits_per_char_agree():
     torch.testing.assert_close(model.log_likelihood(x), model.token_log_likelihoods(x).sum(1))
 
 
-@pytest.mark.parametrize("recipe, tiny", [("gpt-shakespeare-char", TINY_GPT), ("lstm-shakespeare-char", TINY_LSTM)],
-                         ids=["gpt", "lstm"])
+@pytest.mark.parametrize("recipe, tiny", [("gpt-shakespeare-char", TINY_GPT), ("lstm-shakespeare-char", TINY_LSTM),
+                                          ("gpt-shakespeare-char", [*TINY_GPT, "train.optimizer=muon"])],
+                         ids=["gpt", "lstm", "gpt-muon"])
 def test_training_learns_and_resume_is_exact(tmp_path, recipe, tiny):
     # pydoc instead of Shakespeare keeps the test free of the data directory; dropout and a
     # warm-up exercise the noise and the learning-rate schedule across the resume.
@@ -209,6 +210,48 @@ def test_training_learns_and_resume_is_exact(tmp_path, recipe, tiny):
     assert metrics["training"]["tokens_per_s"] > 0
     assert (straight / "samples.txt").read_text().startswith("--- sample 1")
     assert (straight / "tokenizer.json").is_file()
+
+
+def test_muon_with_adamw_steps_as_its_two_optimizers_and_round_trips_its_state():
+    from genlab.models.optimizers import MuonWithAdamW
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=16, dropout=0.0))
+    twin = GPT(GPTConfig(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=16, dropout=0.0))
+    twin.load_state_dict(model.state_dict())
+    cfg = TrainConfig(steps=3, lr=0.01, weight_decay=0.1, optimizer="muon", progress=False)
+    combined = model.configure_optimizers(cfg)["main"]
+    assert isinstance(combined, MuonWithAdamW)
+    matrices = [p for p in twin.transformer.blocks.parameters() if p.dim() == 2]
+    rest = [p for p in twin.parameters() if all(p is not m for m in matrices)]
+    assert len(combined.muon.param_groups[0]["params"]) == len(matrices) > 0
+    muon = torch.optim.Muon(matrices, lr=0.01, weight_decay=0.1, adjust_lr_fn="match_rms_adamw")
+    adamw = torch.optim.AdamW([{"params": [p for p in rest if p.dim() >= 2], "weight_decay": 0.1},
+                               {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0}], lr=0.01, betas=(0.9, 0.99))
+    x = torch.randint(0, 50, (4, 17))
+    for _ in range(3):
+        for net, opts in ((model, [combined]), (twin, [muon, adamw])):
+            for opt in opts:
+                opt.zero_grad()
+            F_loss = torch.nn.functional.cross_entropy(net(x[:, :-1]).flatten(0, 1), x[:, 1:].flatten())
+            F_loss.backward()
+            for opt in opts:
+                opt.step()
+    for (name, a), b in zip(model.state_dict().items(), twin.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    restored = GPT(GPTConfig(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=16, dropout=0.0))
+    again = restored.configure_optimizers(cfg)["main"]
+    again.load_state_dict(combined.state_dict())
+    for a, b in zip(again.state_dict()["state"].values(), combined.state_dict()["state"].values()):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a if torch.is_tensor(a[k]))
+    assert [g["weight_decay"] for g in again.param_groups] == [0.1, 0.1, 0.0]
+
+
+def test_muon_is_refused_for_a_family_without_it(tmp_path):
+    with pytest.raises(GenlabError) as e:
+        genlab.train("lstm-shakespeare-char", [*TINY_LSTM, "data.name=pydoc", "steps=1", "train.optimizer=muon"],
+                     out=tmp_path / "lstm")
+    assert "train.optimizer=muon" in e.value.message and "remove train.optimizer" in e.value.hint
 
 
 def test_learning_rate_schedule():

@@ -34,6 +34,7 @@ from .errors import GenlabError
 
 
 LR_SCHEDULES = ("constant", "cosine")
+OPTIMIZERS = ("default", "muon")
 MONITOR_MODES = ("auto", "min", "max")
 
 
@@ -54,6 +55,9 @@ class TrainConfig:
     warmup_fraction: float | None = None  # ... or over this fraction of the run (of the budget, with time_budget_s)
     min_lr_ratio: float = 0.1  # cosine: the final learning rate as a fraction of lr
     weight_decay: float = 0.0
+    # default: the family's own (Adam or AdamW); muon: Muon for the hidden weight matrices and AdamW for the
+    # rest, one lr (genlab.models.optimizers.MuonWithAdamW; families with supports_muon: gpt)
+    optimizer: str = "default"
     grad_clip: float | None = None  # max global grad norm; None disables clipping
     ema_decay: float | None = None  # e.g. 0.999; the artifact then holds the EMA weights
     seed: int = 0
@@ -87,6 +91,7 @@ class TrainConfig:
             check(getattr(self, name) >= 1, f"train.{name} must be at least 1, got {getattr(self, name)}")
         check(self.lr > 0, f"train.lr must be positive, got {self.lr}", "a typical value is 1e-3")
         check(self.weight_decay >= 0, f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        check(self.optimizer in OPTIMIZERS, f"unknown train.optimizer {self.optimizer!r}", f"use one of {', '.join(OPTIMIZERS)}")
         check(self.lr_schedule in LR_SCHEDULES, f"unknown train.lr_schedule {self.lr_schedule!r}",
               f"use one of {', '.join(LR_SCHEDULES)}")
         check(self.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got {self.warmup_steps}")

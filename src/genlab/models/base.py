@@ -40,6 +40,7 @@ class GenerativeModel(nn.Module):
     artifact_config: dict | None = None  # the run's resolved recipe (data, model, train sections)
     artifact_dir: Path | None = None  # the run directory the model was loaded from
     tokenizer = None  # a text model's tokenizer (genlab.data.text), when needs_tokenizer
+    supports_muon = False  # configure_optimizers honours train.optimizer=muon
 
     def __init__(self, config: Any):
         super().__init__()

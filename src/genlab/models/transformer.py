@@ -37,6 +37,7 @@ from torch import nn
 from ..errors import GenlabError
 from ..registry import register_family
 from .autoregressive import AutoregressiveModel
+from .optimizers import MuonWithAdamW
 
 
 @dataclass
@@ -192,6 +193,7 @@ class Transformer(nn.Module):
 @register_family("gpt")
 class GPT(AutoregressiveModel):
     config_class = GPTConfig
+    supports_muon = True
 
     def __init__(self, config: GPTConfig):
         super().__init__(config)
@@ -212,7 +214,12 @@ class GPT(AutoregressiveModel):
         # AdamW, decaying the matrices (embeddings and linear weights) but not the LayerNorm
         # gains and biases, as GPT-2 and nanoGPT do; beta2 = 0.99 suits small batches of
         # small models (nanoGPT's shakespeare_char setting).
-        decay = [p for p in self.parameters() if p.dim() >= 2]
+        # train.optimizer=muon: Muon for the blocks' matrices; the embeddings (and so the tied read-out) keep AdamW.
+        matrices = [p for p in self.transformer.blocks.parameters() if p.dim() == 2] if train.optimizer == "muon" else []
+        muon = {id(p) for p in matrices}
+        decay = [p for p in self.parameters() if p.dim() >= 2 and id(p) not in muon]
         no_decay = [p for p in self.parameters() if p.dim() < 2]
         groups = [{"params": decay, "weight_decay": train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if matrices:
+            return {"main": MuonWithAdamW(matrices, groups, lr=train.lr, weight_decay=train.weight_decay, betas=(0.9, 0.99))}
         return {"main": torch.optim.AdamW(groups, lr=train.lr, betas=(0.9, 0.99))}

@@ -89,6 +89,9 @@ class Trainer:
         self.log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
         self.model = model.to(self.device)
         broadcast_parameters(self.model, self.dist)
+        if cfg.optimizer == "muon" and not model.supports_muon:
+            raise GenlabError(f"train.optimizer=muon is not available for the {type(model).__name__} family",
+                              "remove train.optimizer (the family's own optimizer is used), or train a gpt model")
         self.optimizers = {
             name: ManagedOptimizer(name, opt, grad_clip=cfg.grad_clip, dist_info=self.dist)
             for name, opt in model.configure_optimizers(cfg).items()
