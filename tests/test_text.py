@@ -233,8 +233,7 @@ def test_muon_with_adamw_steps_as_its_two_optimizers_and_round_trips_its_state()
         for net, opts in ((model, [combined]), (twin, [muon, adamw])):
             for opt in opts:
                 opt.zero_grad()
-            F_loss = torch.nn.functional.cross_entropy(net(x[:, :-1]).flatten(0, 1), x[:, 1:].flatten())
-            F_loss.backward()
+            torch.nn.functional.cross_entropy(net(x[:, :-1]).flatten(0, 1), x[:, 1:].flatten()).backward()
             for opt in opts:
                 opt.step()
     for (name, a), b in zip(model.state_dict().items(), twin.state_dict().values()):
