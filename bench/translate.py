@@ -22,8 +22,11 @@ at batch 1 and batch 64; the tokens must be identical.
     python bench/translate.py --runs zh-en/seq2seq --minutes 20 --speed      # one run, then decoding speed
     python bench/translate.py --rescore --length-penalties 0.6,1,1.5,2 --no-repeat-ngrams 0,3   # chosen on val
     python bench/translate.py --quick                                        # the plumbing, in ~2 minutes
+    python bench/translate.py --plot-only                                    # redraw translate_curve.png
+    python bench/translate.py --runs en-zh/seq2seq --set train.ema_decay=0.999 --results translate_enzh_ema
 
-Results accumulate in bench/results/translate.json (one entry per direction/model; newest wins).
+Results accumulate in bench/results/translate.json (one entry per direction/model; newest wins);
+an experiment with --set overrides names its own file with --results.
 """
 
 from __future__ import annotations
@@ -86,10 +89,11 @@ class BleuCurve(Callback):
         return False
 
 
-def train_and_score(name: str, minutes: float, out_root: Path, quick: bool, grid: list[tuple[float, int]]) -> dict:
+def train_and_score(name: str, minutes: float, out_root: Path, quick: bool, grid: list[tuple[float, int]],
+                    extra: list[str]) -> dict:
     direction, model_name = name.split("/")
     recipe, overrides = recipe_of(direction, model_name)
-    overrides = [*overrides, "train.progress=false", *((QUICK_DATA + QUICK[model_name]) if quick else [])]
+    overrides = [*overrides, "train.progress=false", *((QUICK_DATA + QUICK[model_name]) if quick else []), *extra]
     out = fresh_run_dir(out_root / f"{direction}-{model_name}")
     started = time.perf_counter()
     curve = BleuCurve(started)
@@ -165,6 +169,35 @@ def decoding_speed(run_dir: Path, quick: bool) -> dict:
     return record
 
 
+def plot_curves(record: dict, path: Path) -> None:
+    """Greedy BLEU on 200 validation pairs against training minutes, one panel per direction,
+    one line per model: the curve the issue asks for when a target is out of reach."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    for ax, direction in zip(axes, ("zh-en", "en-zh")):
+        for model_name, label in (("seq2seq", "Transformer"), ("gru", "GRU + attention")):
+            run = record["runs"].get(f"{direction}/{model_name}")
+            if not run or not run.get("curve"):
+                continue
+            minutes = [p["minutes"] for p in run["curve"]]
+            bleu = [p["greedy_bleu_val200"] for p in run["curve"]]
+            ax.plot(minutes, bleu, marker="o", markersize=3,
+                    label=f"{label}: test BLEU {run['bleu']:.2f} (beam 4)")
+        budget = record["runs"].get(f"{direction}/seq2seq", {}).get("minutes")
+        ax.set_title(f"{direction}, {budget:g} minutes of training per model" if budget else direction)
+        ax.set_xlabel("training minutes")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+    axes[0].set_ylabel("greedy BLEU, 200 validation pairs")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", default=",".join(RUNS), help=f"direction/model pairs (default {','.join(RUNS)})")
@@ -177,9 +210,17 @@ def main() -> int:
                         help="beam length penalties to choose from on the validation split (default 0.6: no choice)")
     parser.add_argument("--no-repeat-ngrams", default="0", metavar="N,M,...",
                         help="no_repeat_ngram_size values to choose from on the validation split (default 0: off)")
+    parser.add_argument("--plot-only", action="store_true",
+                        help="only redraw bench/results/NAME_curve.png from the JSON (no training)")
     parser.add_argument("--quick", action="store_true", help="tiny models, 0.3 minutes: check the plumbing")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="an override for every run's recipe, as on genlab train's command line (repeatable)")
+    parser.add_argument("--results", default="translate", metavar="NAME",
+                        help="write bench/results/NAME.json (default translate; name an experiment's own file)")
     parser.add_argument("--out", default=str(REPO / "runs" / "bench-translate"))
     args = parser.parse_args()
+    if any("=" not in item for item in args.set):
+        parser.error("--set takes KEY=VALUE, e.g. --set train.ema_decay=0.999")
     try:
         alphas = [float(a) for a in args.length_penalties.split(",") if a.strip()]
         sizes = [int(k) for k in args.no_repeat_ngrams.split(",") if k.strip()]
@@ -190,9 +231,9 @@ def main() -> int:
     grid = [(a, k) for a in alphas for k in sizes]
     minutes = 0.3 if args.quick else args.minutes
     out_root = Path(args.out + ("-quick" if args.quick else ""))
-    results_path = RESULTS / ("translate-quick.json" if args.quick else "translate.json")
+    results_path = RESULTS / (f"{args.results}-quick.json" if args.quick else f"{args.results}.json")
     record = json.loads(results_path.read_text()) if results_path.is_file() else {"benchmark": "translate", "runs": {}}
-    names = [] if args.speed_only else [n.strip() for n in args.runs.split(",") if n.strip()]
+    names = [] if args.speed_only or args.plot_only else [n.strip() for n in args.runs.split(",") if n.strip()]
     for name in names:
         if name not in RUNS:
             parser.error(f"unknown run {name!r}; use some of {', '.join(RUNS)}")
@@ -204,7 +245,7 @@ def main() -> int:
                                         rescored=time.strftime("%Y-%m-%d %H:%M:%S"))
         else:
             print(f"{name}: training for {minutes:g} minutes", flush=True)
-            record["runs"][name] = train_and_score(name, minutes, out_root, args.quick, grid)
+            record["runs"][name] = train_and_score(name, minutes, out_root, args.quick, grid, args.set)
         record.update(machine=machine("cpu"), date=time.strftime("%Y-%m-%d %H:%M:%S"), genlab_version=genlab.__version__)
         write_result(record, results_path)  # after every run: a long benchmark keeps what it measured
         r = record["runs"][name]
@@ -214,6 +255,8 @@ def main() -> int:
         record["decoding_speed"] = decoding_speed(out_root / "zh-en-seq2seq", args.quick)
         write_result(record, results_path)
 
+    plot_path = results_path.with_name(results_path.stem + "_curve.png")
+    plot_curves(record, plot_path)
     print(f"\n{'run':<16}{'minutes':>8}{'steps':>7}{'tokens/s':>10}{'alpha':>7}{'no-rep':>7}{'BLEU':>8}{'chrF':>8}"
           "  test nats/token")
     for name, r in record["runs"].items():
@@ -225,7 +268,7 @@ def main() -> int:
             print(f"{direction}: Transformer - GRU = {a['bleu'] - b['bleu']:+.2f} BLEU")
     if "decoding_speed" in record:
         print("decoding speed (64 new tokens):", json.dumps(record["decoding_speed"]))
-    print(f"wrote {results_path}")
+    print(f"drew {plot_path}" if args.plot_only else f"wrote {results_path} and {plot_path}")
     return 0
 
 
