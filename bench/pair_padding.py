@@ -19,7 +19,7 @@ os.environ.setdefault("GENLAB_DATA_DIR", str(REPO.parent / "shared" / "data"))
 import torch  # noqa: E402
 
 from genlab.data import data_root  # noqa: E402
-from genlab.data.pairs import load_pair_data  # noqa: E402
+from genlab.data.pairs import PAD_ID, load_pair_data  # noqa: E402
 
 
 def padding_share(data, order: torch.Tensor, batch_size: int) -> float:
@@ -27,7 +27,7 @@ def padding_share(data, order: torch.Tensor, batch_size: int) -> float:
     for start in range(0, len(order) // batch_size * batch_size, batch_size):
         batch = data.batch("train", order[start : start + batch_size])
         cells += batch["src"].numel() + batch["tgt"].numel()
-        real += int((batch["src"] != 0).sum() + (batch["tgt"] != 0).sum())
+        real += int((batch["src"] != PAD_ID).sum() + (batch["tgt"] != PAD_ID).sum())
     return 1 - real / cells
 
 
