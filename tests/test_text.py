@@ -190,6 +190,26 @@ def test_loss_perplexity_and_bits_per_char_agree():
     torch.testing.assert_close(model.log_likelihood(x), model.token_log_likelihoods(x).sum(1))
 
 
+def test_attention_dropout_is_separate_from_the_residual_dropout():
+    """model.attention_dropout=0 with model.dropout=p: the attention weights are kept, so in training an attention
+    layer's output is its eval output with elements zeroed or scaled by 1/(1-p) (residual dropout alone)."""
+    from genlab.errors import GenlabError
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, 16)
+    for attention_dropout, exact in ((0.0, True), (0.5, False), (None, False)):  # None: the same rate as model.dropout
+        model = GPT(GPTConfig(vocab_size=50, block_size=8, n_layer=1, n_head=2, n_embd=16, dropout=0.5,
+                              attention_dropout=attention_dropout))
+        attention = model.transformer.blocks[0].attention
+        expected = attention.eval()(x)
+        trained = attention.train()(x)
+        kept = trained != 0
+        assert 0.3 < kept.float().mean() < 0.7
+        assert torch.allclose(trained[kept], 2 * expected[kept], atol=1e-6) == exact
+    with pytest.raises(GenlabError, match="model.attention_dropout"):
+        GPTConfig(attention_dropout=1.0)
+
+
 @pytest.mark.parametrize("recipe, tiny", [("gpt-shakespeare-char", TINY_GPT), ("lstm-shakespeare-char", TINY_LSTM),
                                           ("gpt-shakespeare-char", [*TINY_GPT, "train.optimizer=muon"])],
                          ids=["gpt", "lstm", "gpt-muon"])

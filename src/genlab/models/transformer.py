@@ -11,9 +11,10 @@ computed by `F.scaled_dot_product_attention`, which picks a fused kernel where o
 A final LayerNorm and a linear read-out give next-token logits; the read-out shares its
 matrix with the token embedding (weight tying, Press & Wolf 2017), which saves V x C
 parameters and helps small models. Dropout follows the embeddings, the attention weights
-and each residual branch. Weights start at N(0, 0.02), the projections into the residual
-stream at N(0, 0.02 / sqrt(2 n_layer)) so the stream's variance does not grow with depth
-(GPT-2); linear layers have no biases (nanoGPT finds them slightly worse and slower).
+(model.attention_dropout, by default the same rate) and each residual branch. Weights
+start at N(0, 0.02), the projections into the residual stream at N(0, 0.02 / sqrt(2 n_layer))
+so the stream's variance does not grow with depth (GPT-2); linear layers have no biases
+(nanoGPT finds them slightly worse and slower).
 
 KV cache. When generating, token t's keys and values never change once computed, so a
 cache keeps them, per layer, in a tensor preallocated for the whole window: each new token
@@ -48,6 +49,9 @@ class GPTConfig:
     n_head: int = 4
     n_embd: int = 128  # the residual stream's width C; a multiple of n_head
     dropout: float = 0.1
+    # Dropout on the attention weights; None means model.dropout. 0 lets the attention keep its fused
+    # kernel on CPU, where dropout inside it costs far more than dropout on the residual branches.
+    attention_dropout: float | None = None
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -56,8 +60,10 @@ class GPTConfig:
         if self.n_embd % self.n_head:
             raise GenlabError(f"model.n_embd ({self.n_embd}) must be a multiple of model.n_head ({self.n_head})",
                               "each head gets n_embd / n_head dimensions, e.g. n_embd=128 with n_head=4")
-        if not 0.0 <= self.dropout < 1.0:
-            raise GenlabError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        for name in ("dropout", "attention_dropout"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value < 1.0:
+                raise GenlabError(f"model.{name} must be in [0, 1), got {value}")
 
 
 # ----------------------------------------------------------------------------- the cache
@@ -90,12 +96,12 @@ class KVCache:
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, n_embd: int, n_head: int, dropout: float):
+    def __init__(self, n_embd: int, n_head: int, dropout: float, attention_dropout: float):
         super().__init__()
         self.n_head = n_head
         self.qkv = nn.Linear(n_embd, 3 * n_embd, bias=False)
         self.proj = nn.Linear(n_embd, n_embd, bias=False)
-        self.attention_dropout = dropout
+        self.attention_dropout = attention_dropout
         self.residual_dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
@@ -131,10 +137,10 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, n_embd: int, n_head: int, dropout: float):
+    def __init__(self, n_embd: int, n_head: int, dropout: float, attention_dropout: float):
         super().__init__()
         self.ln_attention = nn.LayerNorm(n_embd)
-        self.attention = CausalSelfAttention(n_embd, n_head, dropout)
+        self.attention = CausalSelfAttention(n_embd, n_head, dropout, attention_dropout)
         self.ln_mlp = nn.LayerNorm(n_embd)
         self.mlp = MLP(n_embd, dropout)
 
@@ -146,13 +152,15 @@ class Block(nn.Module):
 class Transformer(nn.Module):
     """Token ids [B, T] -> next-token logits [B, T, vocab_size]; optionally through a KV cache."""
 
-    def __init__(self, vocab_size: int, block_size: int, n_layer: int, n_head: int, n_embd: int, dropout: float):
+    def __init__(self, vocab_size: int, block_size: int, n_layer: int, n_head: int, n_embd: int, dropout: float,
+                 attention_dropout: float | None = None):
         super().__init__()
+        attention_dropout = dropout if attention_dropout is None else attention_dropout
         self.block_size, self.n_layer, self.n_head, self.n_embd = block_size, n_layer, n_head, n_embd
         self.token_embedding = nn.Embedding(vocab_size, n_embd)
         self.position_embedding = nn.Embedding(block_size, n_embd)
         self.dropout = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(n_embd, n_head, dropout) for _ in range(n_layer))
+        self.blocks = nn.ModuleList(Block(n_embd, n_head, dropout, attention_dropout) for _ in range(n_layer))
         self.ln_final = nn.LayerNorm(n_embd)
         self.apply(self._init_weights)
         for block in self.blocks:
@@ -198,7 +206,7 @@ class GPT(AutoregressiveModel):
     def __init__(self, config: GPTConfig):
         super().__init__(config)
         self.transformer = Transformer(config.vocab_size, config.block_size, config.n_layer, config.n_head,
-                                       config.n_embd, config.dropout)
+                                       config.n_embd, config.dropout, config.attention_dropout)
 
     @property
     def context_window(self) -> int:
