@@ -49,8 +49,8 @@ class GPTConfig:
     n_head: int = 4
     n_embd: int = 128  # the residual stream's width C; a multiple of n_head
     dropout: float = 0.1
-    # Dropout on the attention weights; None means model.dropout. 0 lets the attention keep its fused
-    # kernel on CPU, where dropout inside it costs far more than dropout on the residual branches.
+    # Dropout on the attention weights; None means model.dropout. On a CPU it costs more than all the other
+    # dropout together (bench/gpt_step_cost.py), so 0 here regularises a budget run more cheaply.
     attention_dropout: float | None = None
 
     def __post_init__(self):
