@@ -193,8 +193,6 @@ def test_loss_perplexity_and_bits_per_char_agree():
 def test_attention_dropout_is_separate_from_the_residual_dropout():
     """model.attention_dropout=0 with model.dropout=p: the attention weights are kept, so in training an attention
     layer's output is its eval output with elements zeroed or scaled by 1/(1-p) (residual dropout alone)."""
-    from genlab.errors import GenlabError
-
     torch.manual_seed(0)
     x = torch.randn(2, 8, 16)
     for attention_dropout, exact in ((0.0, True), (0.5, False), (None, False)):  # None: the same rate as model.dropout
