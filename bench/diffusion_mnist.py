@@ -4,11 +4,13 @@ Trains (or takes the run directories of) the latent recipes `ldm-mnist` (uncondi
 `cfg-mnist` (class-conditional, classifier-free guidance), then reports, on --n samples against
 the MNIST test split in the shipped `lenet-mnist` feature space:
 
-- unconditional (ldm-mnist, DPM-Solver++ 20 steps): FD / KD / precision / recall / coverage,
-  the predicted-class shares, sampling images/s, and the training wall time (autoencoder included);
+- unconditional (ldm-mnist with its own sampler, model.sampler and model.sample_steps, or
+  --sampler and --steps): FD / KD / precision / recall / coverage, the predicted-class shares,
+  sampling images/s, and the training wall time (autoencoder included);
 - the autoencoder's reconstructions of the test images, what the first stage allows;
-- the sampler comparison on --compare-n samples from the same model: DPM-Solver++ at 20 steps
-  against DDIM (eta 0) at 250 steps, FD and images/s of each;
+- the sampler comparison on --compare-n samples from the same model: the two ODE samplers,
+  DPM-Solver++ at 20 steps against DDIM (eta 0) at 250 steps, and the model's own sampler, FD
+  and images/s of each;
 - guided (cfg-mnist, each --guidance scale): --n samples, an equal number per class; the share
   the feature classifier labels with the requested class, and FD etc. of those samples;
 - the floor (real train images against the test split) and the GAN and VAE rows of
@@ -100,6 +102,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ldm", help="a trained ldm-mnist run directory (default: train one)")
     parser.add_argument("--cfg", help="a trained cfg-mnist run directory (default: train one; 'none': no guided rows)")
+    parser.add_argument("--sampler", help="the unconditional row's sampler (default: the model's own, model.sampler)")
+    parser.add_argument("--steps", type=int, help="the unconditional row's sampler steps (default: model.sample_steps)")
     parser.add_argument("-n", type=int, default=10_000)
     parser.add_argument("--compare-n", type=int, default=2_000, help="samples per sampler in the DPM-Solver/DDIM comparison")
     parser.add_argument("--guidance", type=float, nargs="+", default=[2.0])
@@ -117,9 +121,12 @@ def main() -> int:
 
     ldm_run = train_or_take("ldm-mnist", args.ldm)
     ldm = genlab.load(ldm_run)
-    images, rate = draw(ldm, args.n, args.seed, sampler="dpm++", steps=20)
+    # The model's own sampler (the recipe's model.sampler and model.sample_steps, as `genlab sample` draws) unless given.
+    default = (args.sampler or ldm.config.sampler, args.steps or ldm.config.sample_steps)
+    images, rate = draw(ldm, args.n, args.seed, sampler=default[0], steps=default[1])
     row, _ = measure(extractor, real_features, images, args.seed)
-    rows["ldm-mnist dpm++ 20"] = {**row, **training_facts(ldm_run), "sample_images_per_s": rate, "n": args.n}
+    rows[f"ldm-mnist {default[0]} {default[1]}"] = {**row, **training_facts(ldm_run), "sample_images_per_s": rate,
+                                                    "n": args.n}
     # What the first stage allows: the autoencoder's reconstructions of the test images themselves.
     with torch.no_grad():
         low, high = ldm.data_range
@@ -129,7 +136,7 @@ def main() -> int:
     rows["ldm-mnist reconstructions"] = {**row, "n": args.n,
                                          "note": "the autoencoder's reconstructions of the test images (not samples)"}
     comparison = {}
-    for sampler, steps in (("dpm++", 20), ("ddim", 250)):
+    for sampler, steps in dict.fromkeys((("dpm++", 20), ("ddim", 250), default)):
         images, rate = draw(ldm, args.compare_n, args.seed + 7, sampler=sampler, steps=steps)
         values, _ = measure(extractor, compare_real, images, args.seed)
         comparison[f"{sampler} {steps}"] = {"fd": values["fd"], "images_per_s": rate, "n": args.compare_n}
