@@ -105,7 +105,7 @@ def main() -> int:
     parser.add_argument("--sampler", help="the unconditional row's sampler (default: the model's own, model.sampler)")
     parser.add_argument("--steps", type=int, help="the unconditional row's sampler steps (default: model.sample_steps)")
     parser.add_argument("-n", type=int, default=10_000)
-    parser.add_argument("--compare-n", type=int, default=2_000, help="samples per sampler in the DPM-Solver/DDIM comparison")
+    parser.add_argument("--compare-n", type=int, default=2_000, help="samples per sampler in the sampler comparison")
     parser.add_argument("--guidance", type=float, nargs="+", default=[2.0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="where the results go (default bench/results/diffusion_mnist.json)")
@@ -122,11 +122,11 @@ def main() -> int:
     ldm_run = train_or_take("ldm-mnist", args.ldm)
     ldm = genlab.load(ldm_run)
     # The model's own sampler (the recipe's model.sampler and model.sample_steps, as `genlab sample` draws) unless given.
-    default = (args.sampler or ldm.config.sampler, args.steps or ldm.config.sample_steps)
-    images, rate = draw(ldm, args.n, args.seed, sampler=default[0], steps=default[1])
+    unconditional = (args.sampler or ldm.config.sampler, args.steps or ldm.config.sample_steps)
+    sampler, steps = unconditional
+    images, rate = draw(ldm, args.n, args.seed, sampler=sampler, steps=steps)
     row, _ = measure(extractor, real_features, images, args.seed)
-    rows[f"ldm-mnist {default[0]} {default[1]}"] = {**row, **training_facts(ldm_run), "sample_images_per_s": rate,
-                                                    "n": args.n}
+    rows[f"ldm-mnist {sampler} {steps}"] = {**row, **training_facts(ldm_run), "sample_images_per_s": rate, "n": args.n}
     # What the first stage allows: the autoencoder's reconstructions of the test images themselves.
     with torch.no_grad():
         low, high = ldm.data_range
@@ -136,7 +136,7 @@ def main() -> int:
     rows["ldm-mnist reconstructions"] = {**row, "n": args.n,
                                          "note": "the autoencoder's reconstructions of the test images (not samples)"}
     comparison = {}
-    for sampler, steps in dict.fromkeys((("dpm++", 20), ("ddim", 250), default)):
+    for sampler, steps in dict.fromkeys((("dpm++", 20), ("ddim", 250), unconditional)):  # each pair once
         images, rate = draw(ldm, args.compare_n, args.seed + 7, sampler=sampler, steps=steps)
         values, _ = measure(extractor, compare_real, images, args.seed)
         comparison[f"{sampler} {steps}"] = {"fd": values["fd"], "images_per_s": rate, "n": args.compare_n}
