@@ -93,6 +93,31 @@ def test_a_budget_run_stops_within_one_step_of_its_deadline_with_the_learning_ra
     assert 12 <= len(history) <= 21
 
 
+class SlowPreviews(Callback):
+    """Previews that cost `preview_s` on the fake clock (a diffusion model's sampling is slow)."""
+
+    def __init__(self, clock: FakeClock, preview_s: float):
+        self.clock, self.preview_s, self.calls = clock, preview_s, 0
+
+    def on_previews(self, trainer, directory, tag_step):
+        self.clock.now += self.preview_s
+        self.calls += 1
+        return {}
+
+
+def test_slow_previews_on_their_own_cadence_still_end_by_the_deadline(tmp_path):
+    """The final side work runs evaluation, previews and checkpoint together, while during the run previews come
+    every 10 steps and evaluations every 9 (together first at step 90, after the deadline): the reserve kept
+    free for the end must cover all of them, not the longest side work that happened to include an evaluation."""
+    clock = FakeClock()
+    previews = SlowPreviews(clock, preview_s=5.0)
+    trainer = tiny_trainer(tmp_path, clock, [CostAndRecord(clock, eval_s=1.0), previews], time_budget_s=120.0,
+                           eval_every=9, samples_every=10)
+    result = trainer.fit()
+    assert previews.calls >= 3
+    assert 120.0 - 1.0 < result.budget_used_s <= 120.0
+
+
 def test_the_schedule_as_a_function_of_progress_matches_its_closed_form(tmp_path):
     clock = FakeClock()
     record = CostAndRecord(clock)

@@ -113,6 +113,9 @@ class Trainer:
         self._start: float | None = None  # the clock when this session's loop began
         self._step_seconds = 0.0
         self._final_reserve_s = 0.0
+        # The longest each side job (evaluation, previews, checkpoint) has taken: the final side work runs all
+        # three, so the reserve kept free before the deadline is their sum.
+        self._side_work_s: dict[str, float] = {}
         self.progress = 0.0
         self._next_job_progress: dict[str, float] = {}  # budget runs: the progress at which each periodic job is next due
         self.callbacks: list[Callback] = [*self._default_callbacks(), *callbacks]
@@ -257,7 +260,7 @@ class Trainer:
                 "early_stopped": self.early_stopped, "callbacks": states,
                 # the budget clock, so that a resumed budget run plans its next step as the first run would have
                 "budget_used_s": self.budget_used(), "budget_step_s": self._step_seconds,
-                "budget_reserve_s": self._final_reserve_s}
+                "budget_reserve_s": self._final_reserve_s, "budget_side_work_s": dict(self._side_work_s)}
         optimizers = {n: m.optimizer for n, m in self.optimizers.items()}
         save_checkpoint(self.checkpoint_path, self.model, optimizers, self.ema.state_dict() if self.ema else None, meta)
 
@@ -279,6 +282,7 @@ class Trainer:
         self._budget_used_before = float(meta.get("budget_used_s") or 0.0)
         self._step_seconds = float(meta.get("budget_step_s") or 0.0)
         self._final_reserve_s = float(meta.get("budget_reserve_s") or 0.0)
+        self._side_work_s = {job: float(s) for job, s in (meta.get("budget_side_work_s") or {}).items()}
         states = meta.get("callbacks", {})
         for cb in self.callbacks:  # a callback new to this run (none saved) starts fresh
             if type(cb).__name__ in states:
@@ -408,18 +412,22 @@ class Trainer:
 
     def _after_step(self, logs: dict, last: bool) -> None:
         """The periodic side work after a step: evaluation, previews, checkpoint (all of them after the last)."""
-        side_work_start = self.clock()
-        evaluated = self._due(self.eval_every, "eval") or last
-        if evaluated:
-            self._evaluate_and_report(logs)  # may set early_stopped
+        if self._due(self.eval_every, "eval") or last:
+            self._timed("eval", lambda: self._evaluate_and_report(logs))  # may set early_stopped
             self._plan_next("eval")
         if self._due(self.samples_every, "samples") or last or self.early_stopped:
-            self.write_previews()
+            self._timed("previews", self.write_previews)
             self._plan_next("samples")
         if self.step % self.cfg.checkpoint_every == 0 or self.step % self.steps_per_epoch == 0 or last or self.early_stopped:
-            self.save_checkpoint()
-        if evaluated:  # what the final evaluation, previews and checkpoint may cost: kept free at the end
-            self._final_reserve_s = max(self._final_reserve_s, self.clock() - side_work_start)
+            self._timed("checkpoint", self.save_checkpoint)
+        # What the final evaluation, previews and checkpoint may cost together: kept free at the end. Each job
+        # has its own cadence, so one side work's length alone may miss the slowest of them.
+        self._final_reserve_s = max(self._final_reserve_s, sum(self._side_work_s.values()))
+
+    def _timed(self, job: str, work) -> None:
+        start = self.clock()
+        work()
+        self._side_work_s[job] = max(self._side_work_s.get(job, 0.0), self.clock() - start)
 
     def _step_progress(self, step: int) -> float:
         return min(1.0, step / self.total_steps) if self.total_steps else 0.0
