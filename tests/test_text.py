@@ -24,7 +24,7 @@ from genlab.data.text import (
     tokenizer_from_json,
 )
 from genlab.errors import GenlabError
-from genlab.models.transformer import GPT, GPTConfig
+from genlab.models.transformer import GPT, GPTConfig, Rotary
 from genlab.training import Trainer
 
 from conftest import SHARED_DATA, assert_clean_error, run_cli
@@ -356,3 +356,41 @@ def test_generate_bad_input(bpe_model_dir, tmp_path, capsys):
     for name in ("config.json", "model.safetensors"):
         (missing / name).write_bytes((bpe_model_dir / name).read_bytes())
     assert_clean_error(*run_cli(capsys, "generate", str(missing))[::2], "tokenizer.json")
+
+
+def test_rotary_positions_make_attention_scores_depend_on_the_offset_only():
+    """RoPE's defining property: <rotate(q, m), rotate(k, n)> is a function of m - n."""
+    torch.manual_seed(0)
+    rotary = Rotary(head_dim=8, window=32)
+    q, k = torch.randn(1, 1, 1, 8), torch.randn(1, 1, 1, 8)
+    score = lambda m, n: (rotary(q, m) * rotary(k, n)).sum().item()  # noqa: E731
+    assert score(5, 2) == pytest.approx(score(20, 17), abs=1e-5)
+    assert score(5, 2) == pytest.approx(score(3, 0), abs=1e-5)
+    assert score(5, 2) != pytest.approx(score(5, 3), abs=1e-3)
+    assert torch.allclose(rotary(q, 0), q)  # position 0: no rotation
+    torch.testing.assert_close(rotary(q, 7).norm(), q.norm())  # a rotation keeps lengths
+
+
+@pytest.mark.parametrize("positions, activation", [("rotary", "relu2"), ("rotary", "gelu"), ("learned", "relu2")])
+def test_speedrun_options_keep_the_cache_exact(positions, activation):
+    """Feeding tokens one at a time through the KV cache gives the logits of one pass over the whole sequence."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, block_size=12, n_layer=2, n_head=2, n_embd=16, dropout=0.0,
+                          positions=positions, activation=activation)).eval()
+    assert (model.transformer.position_embedding is None) == (positions == "rotary")
+    tokens = torch.randint(50, (2, 12))
+    with torch.no_grad():
+        whole = model(tokens)
+        cache = model.new_cache(2)
+        prompt = model(tokens[:, :5], cache)  # a prompt, then one token at a time
+        steps = [model(tokens[:, t : t + 1], cache) for t in range(5, 12)]
+    torch.testing.assert_close(torch.cat([prompt, *steps], dim=1), whole, atol=1e-5, rtol=1e-4)
+
+
+def test_speedrun_options_are_checked():
+    with pytest.raises(GenlabError, match="model.positions"):
+        GPTConfig(positions="sinusoidal")
+    with pytest.raises(GenlabError, match="model.activation"):
+        GPTConfig(activation="swish")
+    with pytest.raises(GenlabError, match="n_embd / n_head even"):
+        GPTConfig(n_embd=15, n_head=5, positions="rotary")

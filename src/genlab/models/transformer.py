@@ -6,6 +6,12 @@ Method. Each token id is embedded and added to a learned embedding of its positi
     h = h + Attention(LayerNorm(h))
     h = h + MLP(LayerNorm(h))            MLP: Linear(C, 4C), GELU, Linear(4C, C)
 
+Two options from the nanoGPT speedruns (Jordan et al. 2024), off by default so every trained
+artifact keeps its meaning: model.positions=rotary drops the learned position embedding and
+rotates each head's queries and keys by angles proportional to their position (RoPE, Su et al.
+2021), so attention scores depend on how far apart two tokens are, not where they sit;
+model.activation=relu2 uses ReLU(x)^2 in the MLP instead of GELU (So et al. 2021).
+
 Attention is multi-head causal self-attention: position t attends to positions <= t only,
 computed by `F.scaled_dot_product_attention`, which picks a fused kernel where one exists.
 A final LayerNorm and a linear read-out give next-token logits; the read-out shares its
@@ -41,6 +47,10 @@ from .autoregressive import AutoregressiveModel
 from .optimizers import MuonWithAdamW
 
 
+POSITIONS = ("learned", "rotary")
+ACTIVATIONS = ("gelu", "relu2")
+
+
 @dataclass
 class GPTConfig:
     vocab_size: int = 65  # filled in from the data's tokenizer
@@ -52,6 +62,8 @@ class GPTConfig:
     # Dropout on the attention weights; None means model.dropout. On a CPU it costs more than all the other
     # dropout together (bench/gpt_step_cost.py), so 0 here regularises a budget run more cheaply.
     attention_dropout: float | None = None
+    positions: str = "learned"  # learned | rotary (RoPE)
+    activation: str = "gelu"  # gelu | relu2
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -64,6 +76,13 @@ class GPTConfig:
             value = getattr(self, name)
             if value is not None and not 0.0 <= value < 1.0:
                 raise GenlabError(f"model.{name} must be in [0, 1), got {value}")
+        if self.positions not in POSITIONS:
+            raise GenlabError(f"model.positions must be one of {', '.join(POSITIONS)}, got {self.positions!r}")
+        if self.activation not in ACTIVATIONS:
+            raise GenlabError(f"model.activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
+        if self.positions == "rotary" and (self.n_embd // self.n_head) % 2:
+            raise GenlabError(f"model.positions=rotary rotates pairs of dimensions, but each head has "
+                              f"{self.n_embd // self.n_head} (n_embd / n_head)", "choose n_embd / n_head even")
 
 
 # ----------------------------------------------------------------------------- the cache
@@ -95,10 +114,35 @@ class KVCache:
 # ----------------------------------------------------------------------------- the network
 
 
+class Rotary(nn.Module):
+    """RoPE: rotate each pair (x[2i], x[2i+1]) of a head's dimensions by the angle position x base^(-2i/D).
+
+    The dot product of a query rotated for position m and a key rotated for position n then depends on
+    m - n only. The angles are a buffer computed once for the whole window, not a parameter: it is
+    not saved with the model.
+    """
+
+    def __init__(self, head_dim: int, window: int, base: float = 10000.0):
+        super().__init__()
+        frequencies = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+        angles = torch.outer(torch.arange(window, dtype=torch.float32), frequencies)  # [window, D/2]
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        """x [B, heads, T, D] at positions start .. start + T - 1."""
+        cos = self.cos[start : start + x.shape[2]].to(x.dtype)
+        sin = self.sin[start : start + x.shape[2]].to(x.dtype)
+        even, odd = x[..., 0::2], x[..., 1::2]
+        return torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2)
+
+
 class CausalSelfAttention(nn.Module):
-    def __init__(self, n_embd: int, n_head: int, dropout: float, attention_dropout: float):
+    def __init__(self, n_embd: int, n_head: int, dropout: float, attention_dropout: float,
+                 rotary: Rotary | None = None):
         super().__init__()
         self.n_head = n_head
+        self.rotary = rotary
         self.qkv = nn.Linear(n_embd, 3 * n_embd, bias=False)
         self.proj = nn.Linear(n_embd, n_embd, bias=False)
         self.attention_dropout = attention_dropout
@@ -108,6 +152,9 @@ class CausalSelfAttention(nn.Module):
         batch, length, width = x.shape
         q, k, v = (t.view(batch, length, self.n_head, width // self.n_head).transpose(1, 2)
                    for t in self.qkv(x).split(width, dim=2))
+        if self.rotary is not None:
+            start = cache.length if cache is not None else 0
+            q, k = self.rotary(q, start), self.rotary(k, start)
         dropout = self.attention_dropout if self.training else 0.0
         if cache is None or cache.length == 0:
             if cache is not None:
@@ -126,23 +173,27 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, n_embd: int, dropout: float):
+    def __init__(self, n_embd: int, dropout: float, activation: str = "gelu"):
         super().__init__()
         self.up = nn.Linear(n_embd, 4 * n_embd, bias=False)
         self.down = nn.Linear(4 * n_embd, n_embd, bias=False)
         self.dropout = nn.Dropout(dropout)
+        self.activation = activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.down(F.gelu(self.up(x))))
+        hidden = self.up(x)
+        hidden = F.relu(hidden).square() if self.activation == "relu2" else F.gelu(hidden)
+        return self.dropout(self.down(hidden))
 
 
 class Block(nn.Module):
-    def __init__(self, n_embd: int, n_head: int, dropout: float, attention_dropout: float):
+    def __init__(self, n_embd: int, n_head: int, dropout: float, attention_dropout: float,
+                 rotary: Rotary | None = None, activation: str = "gelu"):
         super().__init__()
         self.ln_attention = nn.LayerNorm(n_embd)
-        self.attention = CausalSelfAttention(n_embd, n_head, dropout, attention_dropout)
+        self.attention = CausalSelfAttention(n_embd, n_head, dropout, attention_dropout, rotary)
         self.ln_mlp = nn.LayerNorm(n_embd)
-        self.mlp = MLP(n_embd, dropout)
+        self.mlp = MLP(n_embd, dropout, activation)
 
     def forward(self, x: torch.Tensor, cache: KVCache | None, layer: int) -> torch.Tensor:
         x = x + self.attention(self.ln_attention(x), cache, layer)
@@ -153,14 +204,17 @@ class Transformer(nn.Module):
     """Token ids [B, T] -> next-token logits [B, T, vocab_size]; optionally through a KV cache."""
 
     def __init__(self, vocab_size: int, block_size: int, n_layer: int, n_head: int, n_embd: int, dropout: float,
-                 attention_dropout: float | None = None):
+                 attention_dropout: float | None = None, positions: str = "learned", activation: str = "gelu"):
         super().__init__()
         attention_dropout = dropout if attention_dropout is None else attention_dropout
         self.block_size, self.n_layer, self.n_head, self.n_embd = block_size, n_layer, n_head, n_embd
         self.token_embedding = nn.Embedding(vocab_size, n_embd)
-        self.position_embedding = nn.Embedding(block_size, n_embd)
+        # Rotary positions live in the attention (one table shared by every layer); learned ones are added here.
+        self.position_embedding = nn.Embedding(block_size, n_embd) if positions == "learned" else None
+        rotary = Rotary(n_embd // n_head, block_size) if positions == "rotary" else None
         self.dropout = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(n_embd, n_head, dropout, attention_dropout) for _ in range(n_layer))
+        self.blocks = nn.ModuleList(Block(n_embd, n_head, dropout, attention_dropout, rotary, activation)
+                                    for _ in range(n_layer))
         self.ln_final = nn.LayerNorm(n_embd)
         self.apply(self._init_weights)
         for block in self.blocks:
@@ -186,8 +240,10 @@ class Transformer(nn.Module):
                 "genlab.sampling keeps generation inside the window; when calling the model directly, pass at most "
                 f"{self.block_size} tokens",
             )
-        positions = torch.arange(start, start + length, device=tokens.device)
-        x = self.dropout(self.token_embedding(tokens) + self.position_embedding(positions))
+        x = self.token_embedding(tokens)
+        if self.position_embedding is not None:
+            x = x + self.position_embedding(torch.arange(start, start + length, device=tokens.device))
+        x = self.dropout(x)
         for layer, block in enumerate(self.blocks):
             x = block(x, cache, layer)
         if cache is not None:
@@ -206,7 +262,8 @@ class GPT(AutoregressiveModel):
     def __init__(self, config: GPTConfig):
         super().__init__(config)
         self.transformer = Transformer(config.vocab_size, config.block_size, config.n_layer, config.n_head,
-                                       config.n_embd, config.dropout, config.attention_dropout)
+                                       config.n_embd, config.dropout, config.attention_dropout, config.positions,
+                                       config.activation)
 
     @property
     def context_window(self) -> int:
