@@ -15,7 +15,8 @@ without having to capture RNG states. Callback state (early stopping) is in the 
 Time budgets. With train.time_budget_s the run is planned in seconds rather than steps: the
 schedule's progress is the fraction of the budget used by the end of the coming step (wall
 time since the start, evaluations and checkpoints included, plus the measured length of a
-step and of the final evaluation), so the learning rate reaches its floor on the last step
+step and of the final side work: the longest evaluation, preview and checkpoint so far, summed,
+since the end runs all three), so the learning rate reaches its floor on the last step
 and the run stops within one step of the deadline. The budget used is recorded in every
 checkpoint: a resumed run continues from it, the steps already taken are exact, and the
 rest follows the clock (so, unlike a step-counted run, it does not replay bit for bit).
