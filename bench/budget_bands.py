@@ -13,7 +13,10 @@ Each candidate's overrides go on top of the recipe's band for that budget, so a 
 only what it changes (write the band's settings out in full to compare against a band).
 `--objective` picks the metric that ranks them (default val.loss, lower is better; `last10`:
 for Tiny Shakespeare recipes, nats per character on the last 10% of the text, nanoGPT's
-validation split, scored as bench/race_nanogpt.py does). Results accumulate in
+validation split, scored as bench/race_nanogpt.py does; `samples.fd` (or any other sample metric:
+samples.kd, samples.precision, ...): image recipes, the metric of `-n` samples against the test split
+in the data's feature space, as `genlab evaluate` computes it; fd and kd rank lower-is-better, the
+others are reported as measured). Results accumulate in
 bench/results/budget_bands-RECIPE.json (one entry per budget and candidate, newest wins).
 """
 
@@ -42,13 +45,24 @@ def last_10_percent_loss(run_dir: Path) -> float:
     return genlab_last_10_percent_loss(genlab.load(run_dir), load_corpus(config["data"]["name"], data_root()))[0]
 
 
+def sample_metrics(run_dir: Path, n: int) -> dict:
+    """FD, KD, precision, recall, ... of n samples against the test split, as `genlab evaluate` computes them."""
+    from genlab.evaluation import evaluate
+
+    result = evaluate(run_dir, n=n, metrics=("samples",), progress=False)["samples"]
+    space = result["feature_space"]
+    return {"n": n, "feature_space": space, **{k.replace(f"[{space}]", ""): v for k, v in result["metrics"].items()}}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipe")
     parser.add_argument("--minutes", type=float, action="append", required=True, help="a budget (repeatable)")
     parser.add_argument("--candidate", action="append", required=True, metavar="'NAME: key=value ...'",
                         help="a named set of overrides (repeatable); 'NAME:' alone runs the band as it is")
-    parser.add_argument("--objective", default="val.loss", help="val.KEY | test.KEY | last10 (default val.loss)")
+    parser.add_argument("--objective", default="val.loss",
+                        help="val.KEY | test.KEY | last10 | samples.KEY (default val.loss)")
+    parser.add_argument("-n", type=int, default=10_000, help="samples for a samples.KEY objective (default 10,000)")
     parser.add_argument("--out", default=str(REPO / "runs" / "budget-bands"))
     args = parser.parse_args()
 
@@ -71,6 +85,9 @@ def main() -> int:
             if args.objective == "last10":
                 entry["last10"] = round(last_10_percent_loss(out), 4)
                 score = entry["last10"]
+            elif args.objective.startswith("samples."):
+                entry["samples"] = sample_metrics(out, args.n)
+                score = entry["samples"][args.objective.partition(".")[2]]
             else:
                 section, _, key = args.objective.partition(".")
                 score = entry[section][key]
