@@ -8,8 +8,10 @@ these steps, so the ratios say what a regulariser or an optimizer costs in steps
 
     python bench/gpt_step_cost.py                      # ~1 minute on 2 cores
     python bench/gpt_step_cost.py --n-layer 4 --n-embd 192 --n-head 4
+    python bench/gpt_step_cost.py --architecture       # the band as trained (residual dropout 0.1, Muon,
+                                                       # batch 24) with learned or rotary positions, GELU or ReLU²
 
-Writes bench/results/gpt_step_cost.json.
+Writes bench/results/gpt_step_cost.json (--architecture: gpt_step_cost_architecture.json).
 """
 
 from __future__ import annotations
@@ -55,27 +57,34 @@ def main() -> int:
     parser.add_argument("--n-head", type=int, default=5)
     parser.add_argument("--block-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=10, help="timed steps per setting (default 10)")
+    parser.add_argument("--architecture", action="store_true",
+                        help="time positions (learned, rotary) x activation (gelu, relu2) at the band's settings instead")
     args = parser.parse_args()
 
-    settings = [("no dropout", 0.0, None), ("dropout 0.2, residual only", 0.2, 0.0),
-                ("dropout 0.2, attention too", 0.2, None)]
+    # (dropout label, model settings, optimizer, batch size)
+    if args.architecture:
+        settings = [(f"{positions} + {activation}", dict(dropout=0.1, attention_dropout=0.0, positions=positions,
+                                                         activation=activation), "muon", 24)
+                    for positions in ("learned", "rotary") for activation in ("gelu", "relu2")]
+    else:
+        settings = [(label, dict(dropout=dropout, attention_dropout=attention_dropout), optimizer, batch_size)
+                    for label, dropout, attention_dropout in (("no dropout", 0.0, None), ("dropout 0.2, residual only", 0.2, 0.0),
+                                                              ("dropout 0.2, attention too", 0.2, None))
+                    for optimizer in ("adamw", "muon") for batch_size in (16, 32)]
     rows = []
-    print(f"{'dropout':<28}{'optim':>7}{'batch':>6}{'fwd+bwd':>10}{'optim':>10}{'tokens/s':>10}  (ms per step)")
-    for label, dropout, attention_dropout in settings:
-        for optimizer in ("adamw", "muon"):
-            for batch_size in (16, 32):
-                config = GPTConfig(vocab_size=VOCAB, block_size=args.block_size, n_layer=args.n_layer,
-                                   n_head=args.n_head, n_embd=args.n_embd, dropout=dropout,
-                                   attention_dropout=attention_dropout)
-                row = {"dropout": label, "optimizer": optimizer, "batch_size": batch_size,
-                       **time_steps(config, optimizer, batch_size, args.steps)}
-                rows.append(row)
-                print(f"{label:<28}{optimizer:>7}{batch_size:>6}{row['forward_backward_ms']:>10}{row['optimizer_ms']:>10}"
-                      f"{row['tokens_per_s']:>10}", flush=True)
+    print(f"{'setting':<28}{'optim':>7}{'batch':>6}{'fwd+bwd':>10}{'optim':>10}{'tokens/s':>10}  (ms per step)")
+    for label, model_settings, optimizer, batch_size in settings:
+        config = GPTConfig(vocab_size=VOCAB, block_size=args.block_size, n_layer=args.n_layer,
+                           n_head=args.n_head, n_embd=args.n_embd, **model_settings)
+        row = {"architecture" if args.architecture else "dropout": label, "optimizer": optimizer,
+               "batch_size": batch_size, **time_steps(config, optimizer, batch_size, args.steps)}
+        rows.append(row)
+        print(f"{label:<28}{optimizer:>7}{batch_size:>6}{row['forward_backward_ms']:>10}{row['optimizer_ms']:>10}"
+              f"{row['tokens_per_s']:>10}", flush=True)
     record = {"benchmark": "gpt_step_cost", "model": {"n_layer": args.n_layer, "n_embd": args.n_embd,
               "n_head": args.n_head, "block_size": args.block_size, "vocab_size": VOCAB},
               "steps": args.steps, "rows": rows, "machine": machine("cpu"), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
-    path = write_result(record, name="gpt_step_cost")
+    path = write_result(record, name="gpt_step_cost_architecture" if args.architecture else "gpt_step_cost")
     print(f"wrote {path}")
     return 0
 

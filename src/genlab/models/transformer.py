@@ -115,17 +115,18 @@ class KVCache:
 
 
 class Rotary(nn.Module):
-    """RoPE: rotate each pair (x[2i], x[2i+1]) of a head's dimensions by the angle position x base^(-2i/D).
+    """RoPE: rotate each pair (x[i], x[i + D/2]) of a head's D dimensions by the angle position x base^(-2i/D).
 
     The dot product of a query rotated for position m and a key rotated for position n then depends on
-    m - n only. The angles are a buffer computed once for the whole window, not a parameter: it is
-    not saved with the model.
+    m - n only. Pairing each dimension with the one D/2 further on (GPT-NeoX's layout) rather than with
+    its neighbour keeps every operation on contiguous memory, which matters on a CPU. The angles are a
+    buffer computed once for the whole window, not a parameter: it is not saved with the model.
     """
 
     def __init__(self, head_dim: int, window: int, base: float = 10000.0):
         super().__init__()
         frequencies = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
-        angles = torch.outer(torch.arange(window, dtype=torch.float32), frequencies)  # [window, D/2]
+        angles = torch.outer(torch.arange(window, dtype=torch.float32), frequencies).repeat(1, 2)  # [window, D]
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
 
@@ -133,8 +134,8 @@ class Rotary(nn.Module):
         """x [B, heads, T, D] at positions start .. start + T - 1."""
         cos = self.cos[start : start + x.shape[2]].to(x.dtype)
         sin = self.sin[start : start + x.shape[2]].to(x.dtype)
-        even, odd = x[..., 0::2], x[..., 1::2]
-        return torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2)
+        first, second = x.chunk(2, dim=-1)
+        return x * cos + torch.cat((-second, first), dim=-1) * sin
 
 
 class CausalSelfAttention(nn.Module):
