@@ -9,7 +9,8 @@ these steps, so the ratios say what a regulariser or an optimizer costs in steps
     python bench/gpt_step_cost.py                      # ~1 minute on 2 cores
     python bench/gpt_step_cost.py --n-layer 4 --n-embd 192 --n-head 4
     python bench/gpt_step_cost.py --architecture       # the band as trained (residual dropout 0.1, Muon,
-                                                       # batch 24) with learned or rotary positions, GELU or ReLU²
+                                                       # batch 24) with learned or rotary positions, GELU or ReLU²,
+                                                       # and without dropout or with model.dropout_mask=sequence
 
 Writes bench/results/gpt_step_cost.json (--architecture: gpt_step_cost_architecture.json).
 """
@@ -66,6 +67,8 @@ def main() -> int:
         settings = [(f"{positions} + {activation}", dict(dropout=0.1, attention_dropout=0.0, positions=positions,
                                                          activation=activation), "muon", 24)
                     for positions in ("learned", "rotary") for activation in ("gelu", "relu2")]
+        settings += [(f"learned + gelu, {mask} dropout", dict(dropout=dropout, attention_dropout=0.0, dropout_mask=mask),
+                      "muon", 24) for mask, dropout in (("no", 0.0), ("sequence", 0.1))]
     else:
         settings = [(label, dict(dropout=dropout, attention_dropout=attention_dropout), optimizer, batch_size)
                     for label, dropout, attention_dropout in (("no dropout", 0.0, None), ("dropout 0.2, residual only", 0.2, 0.0),

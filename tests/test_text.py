@@ -394,3 +394,20 @@ def test_speedrun_options_are_checked():
         GPTConfig(activation="swish")
     with pytest.raises(GenlabError, match="n_embd / n_head even"):
         GPTConfig(n_embd=15, n_head=5, positions="rotary")
+
+
+def test_sequence_dropout_drops_the_same_channels_at_every_position():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, block_size=16, n_layer=1, n_head=2, n_embd=64, dropout=0.5,
+                          dropout_mask="sequence"))
+    dropout = model.transformer.dropout
+    x = torch.randn(8, 16, 64)
+    dropped = dropout.train()(x)
+    kept = dropped != 0
+    assert (kept == kept[:, :1]).all()  # one mask per sequence: a channel is kept at all positions or at none
+    assert not (kept == kept[:1]).all()  # ... and each sequence has its own
+    assert 0.35 < kept.float().mean() < 0.65
+    torch.testing.assert_close(dropped[kept], 2 * x[kept])  # survivors scaled by 1 / (1 - p)
+    assert torch.equal(dropout.eval()(x), x)
+    with pytest.raises(GenlabError, match="model.dropout_mask"):
+        GPTConfig(dropout_mask="channel")

@@ -10,7 +10,11 @@ Two options from the nanoGPT speedruns (Jordan et al. 2024), off by default so e
 artifact keeps its meaning: model.positions=rotary drops the learned position embedding and
 rotates each head's queries and keys by angles proportional to their position (RoPE, Su et al.
 2021), so attention scores depend on how far apart two tokens are, not where they sit;
-model.activation=relu2 uses ReLU(x)^2 in the MLP instead of GELU (So et al. 2021).
+model.activation=relu2 uses ReLU(x)^2 in the MLP instead of GELU (So et al. 2021). And one
+for CPUs: model.dropout_mask=sequence draws one dropout mask per sequence and drops the same
+channels at every position (variational dropout, Gal & Ghahramani 2016; AWD-LSTM's locked
+dropout) — a random number per channel instead of per element, where drawing them is most of
+what dropout costs on a CPU.
 
 Attention is multi-head causal self-attention: position t attends to positions <= t only,
 computed by `F.scaled_dot_product_attention`, which picks a fused kernel where one exists.
@@ -49,6 +53,7 @@ from .optimizers import MuonWithAdamW
 
 POSITIONS = ("learned", "rotary")
 ACTIVATIONS = ("gelu", "relu2")
+DROPOUT_MASKS = ("element", "sequence")
 
 
 @dataclass
@@ -63,6 +68,7 @@ class GPTConfig:
     # dropout together (bench/gpt_step_cost.py), so 0 here regularises a budget run more cheaply.
     attention_dropout: float | None = None
     positions: str = "learned"  # learned | rotary (RoPE)
+    dropout_mask: str = "element"  # element | sequence (one mask per sequence, shared by its positions)
     activation: str = "gelu"  # gelu | relu2
 
     def __post_init__(self):
@@ -78,6 +84,8 @@ class GPTConfig:
                 raise GenlabError(f"model.{name} must be in [0, 1), got {value}")
         if self.positions not in POSITIONS:
             raise GenlabError(f"model.positions must be one of {', '.join(POSITIONS)}, got {self.positions!r}")
+        if self.dropout_mask not in DROPOUT_MASKS:
+            raise GenlabError(f"model.dropout_mask must be one of {', '.join(DROPOUT_MASKS)}, got {self.dropout_mask!r}")
         if self.activation not in ACTIVATIONS:
             raise GenlabError(f"model.activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
         if self.positions == "rotary" and (self.n_embd // self.n_head) % 2:
@@ -114,6 +122,24 @@ class KVCache:
 # ----------------------------------------------------------------------------- the network
 
 
+class SequenceDropout(nn.Module):
+    """Dropout of whole channels of a sequence: x [B, T, C] times one mask [B, 1, C] scaled by 1 / (1 - p)."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        return x * x.new_empty(x.shape[0], 1, x.shape[2]).bernoulli_(keep).div_(keep)
+
+
+def make_dropout(p: float, mask: str) -> nn.Module:
+    return SequenceDropout(p) if mask == "sequence" else nn.Dropout(p)
+
+
 class Rotary(nn.Module):
     """RoPE: rotate each pair (x[i], x[i + D/2]) of a head's D dimensions by the angle position x base^(-2i/D).
 
@@ -139,7 +165,7 @@ class Rotary(nn.Module):
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, n_embd: int, n_head: int, dropout: float, attention_dropout: float,
+    def __init__(self, n_embd: int, n_head: int, dropout: nn.Module, attention_dropout: float,
                  rotary: Rotary | None = None):
         super().__init__()
         self.n_head = n_head
@@ -147,7 +173,7 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(n_embd, 3 * n_embd, bias=False)
         self.proj = nn.Linear(n_embd, n_embd, bias=False)
         self.attention_dropout = attention_dropout
-        self.residual_dropout = nn.Dropout(dropout)
+        self.residual_dropout = dropout
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         batch, length, width = x.shape
@@ -174,11 +200,11 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, n_embd: int, dropout: float, activation: str = "gelu"):
+    def __init__(self, n_embd: int, dropout: nn.Module, activation: str = "gelu"):
         super().__init__()
         self.up = nn.Linear(n_embd, 4 * n_embd, bias=False)
         self.down = nn.Linear(4 * n_embd, n_embd, bias=False)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = dropout
         self.activation = activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -189,12 +215,13 @@ class MLP(nn.Module):
 
 class Block(nn.Module):
     def __init__(self, n_embd: int, n_head: int, dropout: float, attention_dropout: float,
-                 rotary: Rotary | None = None, activation: str = "gelu"):
+                 rotary: Rotary | None = None, activation: str = "gelu", dropout_mask: str = "element"):
         super().__init__()
         self.ln_attention = nn.LayerNorm(n_embd)
-        self.attention = CausalSelfAttention(n_embd, n_head, dropout, attention_dropout, rotary)
+        self.attention = CausalSelfAttention(n_embd, n_head, make_dropout(dropout, dropout_mask), attention_dropout,
+                                             rotary)
         self.ln_mlp = nn.LayerNorm(n_embd)
-        self.mlp = MLP(n_embd, dropout, activation)
+        self.mlp = MLP(n_embd, make_dropout(dropout, dropout_mask), activation)
 
     def forward(self, x: torch.Tensor, cache: KVCache | None, layer: int) -> torch.Tensor:
         x = x + self.attention(self.ln_attention(x), cache, layer)
@@ -205,7 +232,8 @@ class Transformer(nn.Module):
     """Token ids [B, T] -> next-token logits [B, T, vocab_size]; optionally through a KV cache."""
 
     def __init__(self, vocab_size: int, block_size: int, n_layer: int, n_head: int, n_embd: int, dropout: float,
-                 attention_dropout: float | None = None, positions: str = "learned", activation: str = "gelu"):
+                 attention_dropout: float | None = None, positions: str = "learned", activation: str = "gelu",
+                 dropout_mask: str = "element"):
         super().__init__()
         attention_dropout = dropout if attention_dropout is None else attention_dropout
         self.block_size, self.n_layer, self.n_head, self.n_embd = block_size, n_layer, n_head, n_embd
@@ -213,8 +241,8 @@ class Transformer(nn.Module):
         # Rotary positions live in the attention (one table shared by every layer); learned ones are added here.
         self.position_embedding = nn.Embedding(block_size, n_embd) if positions == "learned" else None
         rotary = Rotary(n_embd // n_head, block_size) if positions == "rotary" else None
-        self.dropout = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(n_embd, n_head, dropout, attention_dropout, rotary, activation)
+        self.dropout = make_dropout(dropout, dropout_mask)
+        self.blocks = nn.ModuleList(Block(n_embd, n_head, dropout, attention_dropout, rotary, activation, dropout_mask)
                                     for _ in range(n_layer))
         self.ln_final = nn.LayerNorm(n_embd)
         self.apply(self._init_weights)
@@ -264,7 +292,7 @@ class GPT(AutoregressiveModel):
         super().__init__(config)
         self.transformer = Transformer(config.vocab_size, config.block_size, config.n_layer, config.n_head,
                                        config.n_embd, config.dropout, config.attention_dropout, config.positions,
-                                       config.activation)
+                                       config.activation, config.dropout_mask)
 
     @property
     def context_window(self) -> int:
