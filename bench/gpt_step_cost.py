@@ -67,8 +67,9 @@ def main() -> int:
         settings = [(f"{positions} + {activation}", dict(dropout=0.1, attention_dropout=0.0, positions=positions,
                                                          activation=activation), "muon", 24)
                     for positions in ("learned", "rotary") for activation in ("gelu", "relu2")]
-        settings += [(f"learned + gelu, {mask} dropout", dict(dropout=dropout, attention_dropout=0.0, dropout_mask=mask),
-                      "muon", 24) for mask, dropout in (("no", 0.0), ("sequence", 0.1))]
+        settings += [(f"learned + gelu, {label}", dict(dropout=dropout, attention_dropout=0.0, dropout_mask=mask),
+                      "muon", 24) for label, mask, dropout in (("no dropout", "element", 0.0),
+                                                              ("sequence dropout", "sequence", 0.1))]
     else:
         settings = [(label, dict(dropout=dropout, attention_dropout=attention_dropout), optimizer, batch_size)
                     for label, dropout, attention_dropout in (("no dropout", 0.0, None), ("dropout 0.2, residual only", 0.2, 0.0),
