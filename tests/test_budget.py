@@ -231,6 +231,19 @@ def test_train_minutes_uses_the_band_and_a_step_cap_still_binds(tmp_path, capsys
     assert json.loads((tmp_path / "capped" / "metrics.json").read_text())["training"]["steps"] == 7
 
 
+def test_an_empty_band_keeps_the_recipe_and_says_so():
+    """A band may hold no settings: budgets up to it train the recipe as it is (a shorter band's settings stop there)."""
+    from genlab.config import apply_budget, describe_budget_bands
+
+    recipe = {"model": {"autoencoder_steps": 1200}, "train": {"steps": 100},
+              "budgets": {10: {"model": {"autoencoder_steps": 600}}, 30: {}}}
+    assert apply_budget(recipe, 8)["model"]["autoencoder_steps"] == 600
+    assert apply_budget(recipe, 25)["model"]["autoencoder_steps"] == 1200
+    assert apply_budget(recipe, 25)["budget_band"] == 30
+    assert describe_budget_bands(recipe) == ["--minutes <= 10: model.autoencoder_steps=600",
+                                             "--minutes <= 30 (and longer): the recipe's own settings"]
+
+
 @pytest.mark.parametrize("bands, problem", [
     ("budgets: [1, 2]", "must map minutes to settings"),
     ("budgets: {-1: {train: {lr: 0.1}}}", "not a positive number of minutes"),

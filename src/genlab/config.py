@@ -310,7 +310,7 @@ def describe_budget_bands(recipe: dict) -> list[str]:
     lines, bands = [], sorted(by_length)
     for band in bands:
         settings = "  ".join(f"{section}.{key}={value}" for section, values in by_length[band].items()
-                             for key, value in values.items())
+                             for key, value in values.items()) or "the recipe's own settings"  # an empty band
         lines.append(f"--minutes <= {band:g}{' (and longer)' if band == bands[-1] else ''}: {settings}")
     return lines
 
