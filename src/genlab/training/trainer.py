@@ -113,9 +113,8 @@ class Trainer:
         self._budget_used_before = 0.0
         self._start: float | None = None  # the clock when this session's loop began
         self._step_seconds = 0.0
-        self._final_reserve_s = 0.0
         # The longest each side job (evaluation, previews, checkpoint) has taken: the final side work runs all
-        # three, so the reserve kept free before the deadline is their sum.
+        # three, so the reserve kept free before the deadline is their sum (_final_reserve_s).
         self._side_work_s: dict[str, float] = {}
         self.progress = 0.0
         self._next_job_progress: dict[str, float] = {}  # budget runs: the progress at which each periodic job is next due
@@ -261,7 +260,7 @@ class Trainer:
                 "early_stopped": self.early_stopped, "callbacks": states,
                 # the budget clock, so that a resumed budget run plans its next step as the first run would have
                 "budget_used_s": self.budget_used(), "budget_step_s": self._step_seconds,
-                "budget_reserve_s": self._final_reserve_s, "budget_side_work_s": dict(self._side_work_s)}
+                "budget_side_work_s": dict(self._side_work_s)}
         optimizers = {n: m.optimizer for n, m in self.optimizers.items()}
         save_checkpoint(self.checkpoint_path, self.model, optimizers, self.ema.state_dict() if self.ema else None, meta)
 
@@ -282,8 +281,9 @@ class Trainer:
         self.early_stopped = bool(meta.get("early_stopped", False))
         self._budget_used_before = float(meta.get("budget_used_s") or 0.0)
         self._step_seconds = float(meta.get("budget_step_s") or 0.0)
-        self._final_reserve_s = float(meta.get("budget_reserve_s") or 0.0)
-        self._side_work_s = {job: float(s) for job, s in (meta.get("budget_side_work_s") or {}).items()}
+        # A checkpoint from before the side jobs were timed apart holds their reserve as one figure.
+        saved = meta.get("budget_side_work_s") or {"side work": meta.get("budget_reserve_s") or 0.0}
+        self._side_work_s = {job: float(seconds) for job, seconds in saved.items()}
         states = meta.get("callbacks", {})
         for cb in self.callbacks:  # a callback new to this run (none saved) starts fresh
             if type(cb).__name__ in states:
@@ -421,9 +421,12 @@ class Trainer:
             self._plan_next("samples")
         if self.step % self.cfg.checkpoint_every == 0 or self.step % self.steps_per_epoch == 0 or last or self.early_stopped:
             self._timed("checkpoint", self.save_checkpoint)
-        # What the final evaluation, previews and checkpoint may cost together: kept free at the end. Each job
-        # has its own cadence, so one side work's length alone may miss the slowest of them.
-        self._final_reserve_s = max(self._final_reserve_s, sum(self._side_work_s.values()))
+
+    @property
+    def _final_reserve_s(self) -> float:
+        """What the final evaluation, previews and checkpoint may cost together: kept free at the end. Each job
+        has its own cadence, so the length of one side work alone may miss the slowest of them."""
+        return sum(self._side_work_s.values())
 
     def _timed(self, job: str, work) -> None:
         start = self.clock()
