@@ -33,7 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("GENLAB_DATA_DIR", str(REPO.parent / "shared" / "data"))
 
 import genlab  # noqa: E402
-from common import RESULTS, fresh_run_dir, genlab_last_10_percent_loss, machine, write_result  # noqa: E402
+from common import (RESULTS, fresh_run_dir, genlab_last_10_percent_loss, machine,  # noqa: E402
+                    plain_metric_names, write_result)
 
 
 def last_10_percent_loss(run_dir: Path) -> float:
@@ -50,8 +51,8 @@ def sample_metrics(run_dir: Path, n: int) -> dict:
     from genlab.evaluation import evaluate
 
     result = evaluate(run_dir, n=n, metrics=("samples",), progress=False)["samples"]
-    space = result["feature_space"]
-    return {"n": n, "feature_space": space, **{k.replace(f"[{space}]", ""): v for k, v in result["metrics"].items()}}
+    return {"n": n, "feature_space": result["feature_space"],
+            **plain_metric_names(result["metrics"], result["feature_space"])}
 
 
 def main() -> int:

@@ -38,6 +38,11 @@ def write_result(record: dict, path: Path | str | None = None, name: str | None 
     return path
 
 
+def plain_metric_names(metrics: dict, space: str) -> dict:
+    """genlab's sample metrics without their feature-space suffix: "fd[lenet-mnist]" -> "fd"."""
+    return {name.replace(f"[{space}]", ""): value for name, value in metrics.items()}
+
+
 def print_rows(rows: list[tuple[str, str, str]], width: int = 24) -> None:
     """A metric | value | note table on stdout."""
     print(f"\n{'metric':<{width}}{'value':>12}  note")

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("GENLAB_DATA_DIR", str(REPO.parent / "shared" / "data"))
 
 import genlab  # noqa: E402
-from common import write_result  # noqa: E402
+from common import plain_metric_names, write_result  # noqa: E402
 from genlab.evaluation import evaluate  # noqa: E402
 from genlab.metrics.features import load_feature_extractor  # noqa: E402
 
@@ -74,10 +74,10 @@ def main() -> int:
         training = json.loads((out / "metrics.json").read_text())["training"]
         result = evaluate(out, n=args.n, seed=args.seed, metrics=("samples",))["samples"]
         space = result["feature_space"]
-        row = {k.replace(f"[{space}]", ""): v for k, v in result["metrics"].items()}
+        row = plain_metric_names(result["metrics"], space)
         row.update({"class_histogram": result["class_histogram"], "train_steps": training["steps"],
                     "train_images_per_s": training["examples_per_s"], "train_wall_s": training["wall_time_s"]})
-        floor = {k.replace(f"[{space}]", ""): v for k, v in result["floor"].items()}
+        floor = plain_metric_names(result["floor"], space)
         if recipe.startswith("cgan"):
             row["conditional_accuracy"] = conditional_accuracy(genlab.load(out), extractor, args.n, args.seed)
         rows[recipe] = row
