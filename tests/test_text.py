@@ -371,12 +371,13 @@ def test_rotary_positions_make_attention_scores_depend_on_the_offset_only():
     torch.testing.assert_close(rotary(q, 7).norm(), q.norm())  # a rotation keeps lengths
 
 
-@pytest.mark.parametrize("positions, activation", [("rotary", "relu2"), ("rotary", "gelu"), ("learned", "relu2")])
-def test_speedrun_options_keep_the_cache_exact(positions, activation):
+@pytest.mark.parametrize("positions, activation, qk_norm",
+                         [("rotary", "relu2", False), ("rotary", "gelu", True), ("learned", "relu2", True)])
+def test_speedrun_options_keep_the_cache_exact(positions, activation, qk_norm):
     """Feeding tokens one at a time through the KV cache gives the logits of one pass over the whole sequence."""
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=50, block_size=12, n_layer=2, n_head=2, n_embd=16, dropout=0.0,
-                          positions=positions, activation=activation)).eval()
+                          positions=positions, activation=activation, qk_norm=qk_norm)).eval()
     assert (model.transformer.position_embedding is None) == (positions == "rotary")
     tokens = torch.randint(50, (2, 12))
     with torch.no_grad():
@@ -385,6 +386,21 @@ def test_speedrun_options_keep_the_cache_exact(positions, activation):
         prompt = model(tokens[:, :5], cache)  # a prompt, then one token at a time
         steps = [model(tokens[:, t : t + 1], cache) for t in range(5, 12)]
     torch.testing.assert_close(torch.cat([prompt, *steps], dim=1), whole, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("qk_norm", [True, False])
+def test_qk_norm_makes_attention_blind_to_the_scale_of_queries_and_keys(qk_norm):
+    """With QK-norm, scaling the query and key projections leaves every logit unchanged; without, it does not."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, block_size=12, n_layer=2, n_head=2, n_embd=16, dropout=0.0,
+                          qk_norm=qk_norm)).eval()
+    tokens = torch.randint(50, (2, 12))
+    with torch.no_grad():
+        before = model(tokens)
+        for block in model.transformer.blocks:
+            block.attention.qkv.weight[: 2 * 16] *= 10.0  # the query and key rows; values untouched
+        after = model(tokens)
+    assert torch.allclose(before, after, atol=1e-5) == qk_norm
 
 
 def test_speedrun_options_are_checked():

@@ -14,7 +14,9 @@ model.activation=relu2 uses ReLU(x)^2 in the MLP instead of GELU (So et al. 2021
 for CPUs: model.dropout_mask=sequence draws one dropout mask per sequence and drops the same
 channels at every position (variational dropout, Gal & Ghahramani 2016; AWD-LSTM's locked
 dropout) — a random number per channel instead of per element, where drawing them is most of
-what dropout costs on a CPU.
+what dropout costs on a CPU. model.qk_norm=true RMS-normalises each head's queries and keys
+before their dot product (QK-norm, Henry et al. 2020; Dehghani et al. 2023), which bounds the
+attention logits and so tolerates larger learning rates.
 
 Attention is multi-head causal self-attention: position t attends to positions <= t only,
 computed by `F.scaled_dot_product_attention`, which picks a fused kernel where one exists.
@@ -70,6 +72,7 @@ class GPTConfig:
     positions: str = "learned"  # learned | rotary (RoPE)
     dropout_mask: str = "element"  # element | sequence (one mask per sequence, shared by its positions)
     activation: str = "gelu"  # gelu | relu2
+    qk_norm: bool = False  # RMS-normalise each head's queries and keys before their dot product
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -166,10 +169,11 @@ class Rotary(nn.Module):
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, n_embd: int, n_head: int, dropout: nn.Module, attention_dropout: float,
-                 rotary: Rotary | None = None):
+                 rotary: Rotary | None = None, qk_norm: bool = False):
         super().__init__()
         self.n_head = n_head
         self.rotary = rotary
+        self.qk_norm = qk_norm
         self.qkv = nn.Linear(n_embd, 3 * n_embd, bias=False)
         self.proj = nn.Linear(n_embd, n_embd, bias=False)
         self.attention_dropout = attention_dropout
@@ -179,6 +183,8 @@ class CausalSelfAttention(nn.Module):
         batch, length, width = x.shape
         q, k, v = (t.view(batch, length, self.n_head, width // self.n_head).transpose(1, 2)
                    for t in self.qkv(x).split(width, dim=2))
+        if self.qk_norm:
+            q, k = F.rms_norm(q, (q.shape[-1],)), F.rms_norm(k, (k.shape[-1],))
         if self.rotary is not None:
             start = cache.length if cache is not None else 0
             q, k = self.rotary(q, start), self.rotary(k, start)
@@ -215,11 +221,12 @@ class MLP(nn.Module):
 
 class Block(nn.Module):
     def __init__(self, n_embd: int, n_head: int, dropout: float, attention_dropout: float,
-                 rotary: Rotary | None = None, activation: str = "gelu", dropout_mask: str = "element"):
+                 rotary: Rotary | None = None, activation: str = "gelu", dropout_mask: str = "element",
+                 qk_norm: bool = False):
         super().__init__()
         self.ln_attention = nn.LayerNorm(n_embd)
         self.attention = CausalSelfAttention(n_embd, n_head, make_dropout(dropout, dropout_mask), attention_dropout,
-                                             rotary)
+                                             rotary, qk_norm)
         self.ln_mlp = nn.LayerNorm(n_embd)
         self.mlp = MLP(n_embd, make_dropout(dropout, dropout_mask), activation)
 
@@ -233,7 +240,7 @@ class Transformer(nn.Module):
 
     def __init__(self, vocab_size: int, block_size: int, n_layer: int, n_head: int, n_embd: int, dropout: float,
                  attention_dropout: float | None = None, positions: str = "learned", activation: str = "gelu",
-                 dropout_mask: str = "element"):
+                 dropout_mask: str = "element", qk_norm: bool = False):
         super().__init__()
         attention_dropout = dropout if attention_dropout is None else attention_dropout
         self.block_size, self.n_layer, self.n_head, self.n_embd = block_size, n_layer, n_head, n_embd
@@ -242,7 +249,8 @@ class Transformer(nn.Module):
         self.position_embedding = nn.Embedding(block_size, n_embd) if positions == "learned" else None
         rotary = Rotary(n_embd // n_head, block_size) if positions == "rotary" else None
         self.dropout = make_dropout(dropout, dropout_mask)
-        self.blocks = nn.ModuleList(Block(n_embd, n_head, dropout, attention_dropout, rotary, activation, dropout_mask)
+        self.blocks = nn.ModuleList(Block(n_embd, n_head, dropout, attention_dropout, rotary, activation, dropout_mask,
+                                          qk_norm)
                                     for _ in range(n_layer))
         self.ln_final = nn.LayerNorm(n_embd)
         self.apply(self._init_weights)
@@ -292,7 +300,7 @@ class GPT(AutoregressiveModel):
         super().__init__(config)
         self.transformer = Transformer(config.vocab_size, config.block_size, config.n_layer, config.n_head,
                                        config.n_embd, config.dropout, config.attention_dropout, config.positions,
-                                       config.activation, config.dropout_mask)
+                                       config.activation, config.dropout_mask, config.qk_norm)
 
     @property
     def context_window(self) -> int:
