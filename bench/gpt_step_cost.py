@@ -10,7 +10,9 @@ these steps, so the ratios say what a regulariser or an optimizer costs in steps
     python bench/gpt_step_cost.py --n-layer 4 --n-embd 192 --n-head 4
     python bench/gpt_step_cost.py --architecture       # the band as trained (residual dropout 0.1, Muon,
                                                        # batch 24) with learned or rotary positions, GELU or ReLU²,
-                                                       # and without dropout or with model.dropout_mask=sequence
+                                                       # and without dropout or with model.dropout_mask=sequence,
+                                                       # or with torch's own nn.Dropout instead of genlab's
+                                                       # ElementDropout (its mask drawn 16 bits at a time)
 
 Writes bench/results/gpt_step_cost.json (--architecture: gpt_step_cost_architecture.json).
 """
@@ -25,15 +27,21 @@ import torch
 import torch.nn.functional as F
 
 from common import machine, write_result
-from genlab.models.transformer import GPT, GPTConfig
+from genlab.models.transformer import GPT, ElementDropout, GPTConfig
 
 VOCAB = 65  # Tiny Shakespeare's characters
 
 
-def time_steps(config: GPTConfig, optimizer: str, batch_size: int, steps: int, warmup: int = 3) -> dict:
+def time_steps(config: GPTConfig, optimizer: str, batch_size: int, steps: int, warmup: int = 3,
+               torch_dropout: bool = False) -> dict:
     """Mean milliseconds of forward+backward and of the optimizer step, after `warmup` untimed steps."""
     torch.manual_seed(0)
     model = GPT(config).train()
+    if torch_dropout:  # what the step cost before genlab drew its own dropout masks
+        for module in list(model.modules()):
+            for name, child in module.named_children():
+                if isinstance(child, ElementDropout):
+                    setattr(module, name, torch.nn.Dropout(child.p))
     opt = model.configure_optimizers(SimpleNamespace(optimizer=optimizer, lr=0.002, weight_decay=0.1))["main"]
     tokens = torch.randint(VOCAB, (batch_size, config.block_size + 1))
     passes, updates = 0.0, 0.0
@@ -59,7 +67,8 @@ def main() -> int:
     parser.add_argument("--block-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=10, help="timed steps per setting (default 10)")
     parser.add_argument("--architecture", action="store_true",
-                        help="time positions (learned, rotary) x activation (gelu, relu2) at the band's settings instead")
+                        help="time positions (learned, rotary) x activation (gelu, relu2), dropout kernels and "
+                             "QK-norm at the band's settings instead")
     args = parser.parse_args()
 
     # (dropout label, model settings, optimizer, batch size)
@@ -70,6 +79,8 @@ def main() -> int:
         settings += [(f"learned + gelu, {label}", dict(dropout=dropout, attention_dropout=0.0, dropout_mask=mask),
                       "muon", 24) for label, mask, dropout in (("no dropout", "element", 0.0),
                                                               ("sequence dropout", "sequence", 0.1))]
+        settings += [("learned + gelu, nn.Dropout", dict(dropout=0.1, attention_dropout=0.0, torch_dropout=True), "muon",
+                      24), ("learned + gelu, qk-norm", dict(dropout=0.1, attention_dropout=0.0, qk_norm=True), "muon", 24)]
     else:
         settings = [(label, dict(dropout=dropout, attention_dropout=attention_dropout), optimizer, batch_size)
                     for label, dropout, attention_dropout in (("no dropout", 0.0, None), ("dropout 0.2, residual only", 0.2, 0.0),
@@ -78,10 +89,11 @@ def main() -> int:
     rows = []
     print(f"{'setting':<28}{'optim':>7}{'batch':>6}{'fwd+bwd':>10}{'optim':>10}{'tokens/s':>10}  (ms per step)")
     for label, model_settings, optimizer, batch_size in settings:
+        torch_dropout = model_settings.pop("torch_dropout", False)
         config = GPTConfig(vocab_size=VOCAB, block_size=args.block_size, n_layer=args.n_layer,
                            n_head=args.n_head, n_embd=args.n_embd, **model_settings)
         row = {"architecture" if args.architecture else "dropout": label, "optimizer": optimizer,
-               "batch_size": batch_size, **time_steps(config, optimizer, batch_size, args.steps)}
+               "batch_size": batch_size, **time_steps(config, optimizer, batch_size, args.steps, torch_dropout=torch_dropout)}
         rows.append(row)
         print(f"{label:<28}{optimizer:>7}{batch_size:>6}{row['forward_backward_ms']:>10}{row['optimizer_ms']:>10}"
               f"{row['tokens_per_s']:>10}", flush=True)

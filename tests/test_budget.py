@@ -135,6 +135,25 @@ def test_the_schedule_as_a_function_of_progress_matches_its_closed_form(tmp_path
     assert all(a >= b for a, b in zip(lrs[peak:], lrs[peak + 1 :]))  # ... then only down
 
 
+def test_the_wsd_schedule_holds_then_falls_in_a_straight_line_to_its_floor(tmp_path):
+    """Warm-up, stable, decay over a time budget: the rate is LR from the end of the warm-up until 70% of the
+    budget, then the line from LR to the floor (written out here independently), reaching it on the last step."""
+    clock = FakeClock()
+    record = CostAndRecord(clock)
+    tiny_trainer(tmp_path, clock, [record], step_s=0.5, time_budget_s=40.0, warmup_fraction=0.1, lr_schedule="wsd",
+                 decay_fraction=0.3).fit()
+    for step, progress, lr in record.seen:
+        if progress < 0.1:
+            expected = progress / 0.1
+        elif progress <= 0.7:
+            expected = 1.0
+        else:
+            expected = 1.0 + (FLOOR - 1.0) * (progress - 0.7) / 0.3
+        assert lr == pytest.approx(LR * expected, rel=1e-9)
+    assert sum(lr == pytest.approx(LR) for _, _, lr in record.seen) >= 45  # the stable part: 0.1 to 0.7 of 80 steps
+    assert record.seen[-1][1] == 1.0 and record.seen[-1][2] == pytest.approx(LR * FLOOR)
+
+
 def test_a_step_cap_that_binds_first_ends_the_schedule_on_its_last_step(tmp_path):
     clock = FakeClock()
     record = CostAndRecord(clock)

@@ -24,7 +24,7 @@ from genlab.data.text import (
     tokenizer_from_json,
 )
 from genlab.errors import GenlabError
-from genlab.models.transformer import GPT, GPTConfig, Rotary
+from genlab.models.transformer import GPT, ElementDropout, GPTConfig, Rotary
 from genlab.training import Trainer
 
 from conftest import SHARED_DATA, assert_clean_error, run_cli
@@ -282,6 +282,12 @@ def test_learning_rate_schedule():
     assert factors[10] == pytest.approx(1.0) and factors[60] == pytest.approx(0.55)  # half-way down the cosine
     assert factors[109] == pytest.approx(0.1, abs=1e-3)
     assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+    wsd = Trainer(model, data, TrainConfig(steps=100, lr=1.0, lr_schedule="wsd", decay_fraction=0.25, min_lr_ratio=0.0,
+                                           progress=False), "/nonexistent")
+    assert [wsd.learning_rate_factor(step) for step in (0, 50, 75, 80, 90, 100)] == pytest.approx(
+        [1.0, 1.0, 1.0, 0.8, 0.4, 0.0])  # counting steps: held, then down by 1 / 25 per step after step 75
+    with pytest.raises(GenlabError, match="train.decay_fraction"):
+        TrainConfig(lr_schedule="wsd", decay_fraction=0.0)
 
 
 # ----------------------------------------------------------------------------- the CLI path
@@ -410,6 +416,29 @@ def test_speedrun_options_are_checked():
         GPTConfig(activation="swish")
     with pytest.raises(GenlabError, match="n_embd / n_head even"):
         GPTConfig(n_embd=15, n_head=5, positions="rotary")
+
+
+def test_element_dropout_drops_each_element_independently_at_its_rate():
+    """genlab's CPU dropout (16-bit draws): the rate, independence across positions and channels, the scale, the
+    gradient, and identity in eval mode."""
+    torch.manual_seed(0)
+    dropout = GPT(GPTConfig(vocab_size=50, block_size=16, n_layer=1, n_head=2, n_embd=64, dropout=0.1)).transformer.dropout
+    assert isinstance(dropout, ElementDropout)
+    x = torch.randn(64, 32, 64, requires_grad=True)
+    dropped = dropout.train()(x)
+    kept = dropped != 0
+    rate = 1 - kept.float().mean().item()
+    assert abs(rate - 0.1) < 4 * math.sqrt(0.1 * 0.9 / kept.numel())  # within 4 standard errors of p
+    assert not (kept == kept[:, :1]).all() and not (kept == kept[:1]).all()  # not shared over positions or rows
+    # Neighbouring elements come from the same 64-bit draw: their masks must still be uncorrelated.
+    pairs = kept.flatten()[: kept.numel() // 2 * 2].view(-1, 2).float()
+    assert abs((pairs[:, 0] * pairs[:, 1]).mean().item() - (1 - rate) ** 2) < 0.01
+    scale = 1 / (1 - round(0.1 * 65536) / 65536)
+    torch.testing.assert_close(dropped[kept], x[kept] * scale)
+    dropped.sum().backward()
+    torch.testing.assert_close(x.grad, kept.float() * scale)  # the gradient flows through the survivors only
+    assert torch.equal(dropout.eval()(x), x)
+    assert torch.equal(ElementDropout(0.0).train()(x), x)
 
 
 def test_sequence_dropout_drops_the_same_channels_at_every_position():

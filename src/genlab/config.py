@@ -33,7 +33,7 @@ import yaml
 from .errors import GenlabError
 
 
-LR_SCHEDULES = ("constant", "cosine")
+LR_SCHEDULES = ("constant", "cosine", "wsd")
 OPTIMIZERS = ("default", "muon")
 MONITOR_MODES = ("auto", "min", "max")
 
@@ -50,10 +50,13 @@ class TrainConfig:
     time_budget_s: float | None = None
     batch_size: int = 128
     lr: float = 1e-3
-    lr_schedule: str = "constant"  # constant | cosine (from lr down to min_lr_ratio * lr at the last step)
+    # constant | cosine (from lr down to min_lr_ratio * lr at the last step) | wsd (warm-up, stable, decay: lr held,
+    # then a straight line down to min_lr_ratio * lr over the last decay_fraction of the run)
+    lr_schedule: str = "constant"
     warmup_steps: int = 0  # the learning rate rises linearly from 0 over the first steps
     warmup_fraction: float | None = None  # ... or over this fraction of the run (of the budget, with time_budget_s)
-    min_lr_ratio: float = 0.1  # cosine: the final learning rate as a fraction of lr
+    min_lr_ratio: float = 0.1  # cosine, wsd: the final learning rate as a fraction of lr
+    decay_fraction: float = 0.2  # wsd: the last fraction of the run (of the budget, with time_budget_s) spent decaying
     weight_decay: float = 0.0
     # default: the family's own (Adam or AdamW); muon: Muon for the hidden weight matrices and AdamW for the
     # rest, one lr (genlab.models.optimizers.MuonWithAdamW; families with supports_muon: gpt)
@@ -100,6 +103,8 @@ class TrainConfig:
         check(not (self.warmup_fraction is not None and self.warmup_steps > 0),
               "train.warmup_steps and train.warmup_fraction are both set", "keep one of them (warmup_steps=0 to drop it)")
         check(0.0 <= self.min_lr_ratio <= 1.0, f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        check(0.0 < self.decay_fraction <= 1.0, f"train.decay_fraction must be in (0, 1], got {self.decay_fraction}",
+              "e.g. train.decay_fraction=0.2: the learning rate falls over the last fifth of the run")
         check(self.grad_clip is None or self.grad_clip > 0, f"train.grad_clip must be positive (or unset), got {self.grad_clip}")
         check(self.time_budget_s is None or self.time_budget_s > 0, f"train.time_budget_s must be positive, got {self.time_budget_s}")
         check(0 <= self.seed <= 2**63 - 1, f"train.seed must be in 0..2^63-1, got {self.seed}")

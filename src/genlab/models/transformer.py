@@ -139,8 +139,35 @@ class SequenceDropout(nn.Module):
         return x * x.new_empty(x.shape[0], 1, x.shape[2]).bernoulli_(keep).div_(keep)
 
 
+class ElementDropout(nn.Module):
+    """nn.Dropout, with the mask drawn 16 bits at a time on a CPU.
+
+    torch's CPU dropout draws one random number per element, which there costs several times the multiply
+    it feeds (bench/gpt_step_cost.py --architecture); here each 64-bit random integer gives four 16-bit
+    uniforms, so the rate is rounded to a multiple of 1/65536 (0.1 -> 0.099991) and survivors are scaled by
+    1 / (1 - that rate). On other devices (CUDA's fused kernel) this is F.dropout.
+    """
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+        dropped = round(p * 65536)  # elements whose 16-bit draw, from -32768 .. 32767, falls below the threshold
+        self.threshold = dropped - 32768
+        self.scale = 65536 / (65536 - dropped) if dropped < 65536 else 0.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if x.device.type != "cpu":
+            return F.dropout(x, self.p, training=True)
+        count = x.numel()
+        draws = torch.randint(-(2**63), 2**63 - 1, ((count + 3) // 4,), dtype=torch.int64)
+        keep = draws.view(torch.int16)[:count].view(x.shape) >= self.threshold
+        return torch.where(keep, x * self.scale, 0.0)
+
+
 def make_dropout(p: float, mask: str) -> nn.Module:
-    return SequenceDropout(p) if mask == "sequence" else nn.Dropout(p)
+    return SequenceDropout(p) if mask == "sequence" else ElementDropout(p)
 
 
 class Rotary(nn.Module):

@@ -186,7 +186,9 @@ class Trainer:
         counting steps (the default), the fraction of the time budget used by the end of the
         step with one. The closed form: warm-up x decay, where warm-up is
         min(1, (step + 1) / warmup_steps) or min(1, progress / warmup_fraction), and the cosine
-        decays from 1 to min_lr_ratio as progress goes from the end of warm-up to 1. Counting
+        decays from 1 to min_lr_ratio as progress goes from the end of warm-up to 1; wsd holds 1
+        until progress 1 - decay_fraction, then falls in a straight line to min_lr_ratio at 1
+        (warm-up, stable, decay: Hägele et al. 2024; Bergsma et al. 2025 decay to 0). Counting
         steps it is a function of the step alone, so a resumed run continues the same schedule;
         extending a run (steps= on resume) stretches what is left of it.
         """
@@ -202,6 +204,9 @@ class Trainer:
                 decay_from = min(1.0, cfg.warmup_steps / self.total_steps)
         if cfg.lr_schedule == "constant":
             return warm
+        if cfg.lr_schedule == "wsd":
+            q = min(1.0, max(0.0, (progress - (1.0 - cfg.decay_fraction)) / cfg.decay_fraction))
+            return warm * (1.0 - (1.0 - cfg.min_lr_ratio) * q)
         q = min(1.0, max(0.0, (progress - decay_from) / max(1e-12, 1.0 - decay_from)))
         return warm * (cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * q)))
 
