@@ -17,7 +17,9 @@ validation split, scored as bench/race_nanogpt.py does; `samples.fd` (or any oth
 samples.kd, samples.precision, ...): image recipes, the metric of `-n` samples against the test split
 in the data's feature space, as `genlab evaluate` computes it; fd and kd rank lower-is-better, the
 others are reported as measured). Results accumulate in
-bench/results/budget_bands-RECIPE.json (one entry per budget and candidate, newest wins).
+bench/results/budget_bands-RECIPE.json (one entry per budget and candidate, newest wins), each with
+the machine's fp32 matmul GFLOP/s just before and after its run: on a shared host the same run can
+take a third more time one hour than another, and only runs at about the same speed compare.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("GENLAB_DATA_DIR", str(REPO.parent / "shared" / "data"))
 
 import genlab  # noqa: E402
-from common import (RESULTS, fresh_run_dir, genlab_last_10_percent_loss, machine,  # noqa: E402
+from common import (RESULTS, fresh_run_dir, genlab_last_10_percent_loss, machine, matmul_gflops,  # noqa: E402
                     plain_metric_names, write_result)
 
 
@@ -75,14 +77,17 @@ def main() -> int:
             name, _, settings = candidate.partition(":")
             overrides = shlex.split(settings)
             out = fresh_run_dir(Path(args.out) / f"{args.recipe}-{minutes:g}min-{name.strip()}")
+            probe_before = matmul_gflops()
             started = time.perf_counter()
             genlab.train(args.recipe, [*overrides, "train.progress=false"], out=out, minutes=minutes)
             wall = time.perf_counter() - started
+            probe = [probe_before, matmul_gflops()]  # the machine's speed just before and just after the run
             metrics = json.loads((out / "metrics.json").read_text())
             entry = {"minutes": minutes, "candidate": name.strip(), "overrides": overrides,
                      "band": json.loads((out / "config.json").read_text()).get("budget_band"),
                      "val": metrics["val"], "test": metrics["test"], "steps": metrics["training"]["steps"],
-                     "examples_per_s": metrics["training"]["examples_per_s"], "process_wall_s": round(wall, 1)}
+                     "examples_per_s": metrics["training"]["examples_per_s"], "process_wall_s": round(wall, 1),
+                     "matmul_gflops_before_after": probe}
             if args.objective == "last10":
                 entry["last10"] = round(last_10_percent_loss(out), 4)
                 score = entry["last10"]
@@ -96,12 +101,13 @@ def main() -> int:
             record["runs"][f"{minutes:g}min/{name.strip()}"] = entry
             record.update(machine=machine("cpu"), date=time.strftime("%Y-%m-%d %H:%M:%S"), genlab_version=genlab.__version__)
             write_result(record, results_path)  # after every run: a long sweep keeps what it measured
-            rows.append((f"{minutes:g}", name.strip(), entry["steps"], score))
-            print(f"{minutes:g} min  {name.strip():<16} steps {entry['steps']:>6}  {args.objective} {score:.4f}", flush=True)
+            rows.append((f"{minutes:g}", name.strip(), entry["steps"], score, probe))
+            print(f"{minutes:g} min  {name.strip():<16} steps {entry['steps']:>6}  {args.objective} {score:.4f}  "
+                  f"(matmul {probe[0]} / {probe[1]} GFLOP/s before / after)", flush=True)
 
-    print(f"\n{'minutes':>8}  {'candidate':<16}{'steps':>8}  {args.objective}")
-    for minutes, name, steps, score in rows:
-        print(f"{minutes:>8}  {name:<16}{steps:>8}  {score:.4f}")
+    print(f"\n{'minutes':>8}  {'candidate':<16}{'steps':>8}  {args.objective:<10}  matmul GFLOP/s before, after")
+    for minutes, name, steps, score, probe in rows:
+        print(f"{minutes:>8}  {name:<16}{steps:>8}  {score:<10.4f}  {probe[0]}, {probe[1]}")
     print(f"wrote {results_path}")
     return 0
 

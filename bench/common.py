@@ -7,6 +7,7 @@ import os
 import platform
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -18,6 +19,20 @@ def machine(device: str) -> dict:
     """The facts a reader needs to compare a figure with their own: cores, threads, versions."""
     return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(), "device": device}
+
+
+def matmul_gflops(seconds: float = 2.0, size: int = 1024, dtype: torch.dtype = torch.float32) -> float:
+    """fp32 matrix-multiply throughput now, in GFLOP/s: a probe of the machine's speed at the time of a run.
+
+    A wall-clock benchmark's figures move with the machine (a shared host can be a third slower one hour than
+    the next); recording this beside them says which runs can be compared."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a @ b  # warm-up
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        a @ b
+        count += 1
+    return round(2 * size**3 * count / (time.perf_counter() - started) / 1e9, 1)
 
 
 def fresh_run_dir(out: Path | str) -> Path:

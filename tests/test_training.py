@@ -226,3 +226,26 @@ def test_keep_best_exports_the_best_evaluation(tmp_path):
     assert training["best_step"] == best_step < training["steps"]
     history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
     assert training["best_metric"] == min(h["val"]["loss"] for h in history)
+
+
+@pytest.mark.parametrize("fast_bf16", [True, False])
+def test_cpu_amp_runs_the_matmuls_in_bf16_only_where_the_cpu_is_fast_at_them(tmp_path, monkeypatch, fast_bf16):
+    """train.cpu_amp: on a CPU with AMX the forward pass runs under bf16 autocast while the weights stay fp32;
+    elsewhere the run says why it stays in fp32 and does."""
+    from genlab.data import TextDataSpec, load_text_data
+    from genlab.models.transformer import GPT, GPTConfig
+
+    monkeypatch.setattr("genlab.training.trainer.cpu_has_fast_bf16", lambda: fast_bf16)
+    torch.manual_seed(0)
+    data = load_text_data(TextDataSpec(name="pydoc", tokenizer="byte", block_size=16))
+    model = GPT(GPTConfig(vocab_size=256, block_size=16, n_layer=1, n_head=1, n_embd=8))
+    seen = []
+    model.transformer.blocks[0].mlp.up.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    messages = []
+    cfg = TrainConfig(steps=3, batch_size=4, cpu_amp=True, device="cpu", progress=False, tensorboard=False,
+                      eval_batches=1)
+    Trainer(model, data, cfg, tmp_path, log=messages.append).fit()
+    expected = torch.bfloat16 if fast_bf16 else torch.float32
+    assert seen and all(dtype == expected for dtype in seen)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert any("no AMX" in message for message in messages) != fast_bf16

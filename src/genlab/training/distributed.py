@@ -68,6 +68,14 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU has AMX tiles, on which oneDNN multiplies bf16 matrices several times faster than fp32."""
+    try:
+        return bool(torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):  # a torch without the probe: assume not
+        return False
+
+
 def all_reduce_mean_(flat: torch.Tensor, info: DistInfo) -> torch.Tensor:
     if info.enabled:
         dist.all_reduce(flat, op=dist.ReduceOp.SUM)

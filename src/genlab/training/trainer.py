@@ -42,7 +42,8 @@ from ..fileio import atomic_write_text
 from ..tensors import eval_mode
 from .callbacks import Callback, EarlyStopping, Previews, TensorBoard
 from .checkpoint import load_checkpoint, save_checkpoint
-from .distributed import DistInfo, all_reduce_sum_, broadcast_parameters, init_distributed, ranks_in_sync, resolve_device
+from .distributed import (DistInfo, all_reduce_sum_, broadcast_parameters, cpu_has_fast_bf16, init_distributed,
+                          ranks_in_sync, resolve_device)
 from .ema import EMA
 from .optim import ManagedOptimizer
 
@@ -90,6 +91,10 @@ class Trainer:
         self.log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
         self.model = model.to(self.device)
         broadcast_parameters(self.model, self.dist)
+        self.cpu_bf16 = cfg.cpu_amp and self.device.type == "cpu" and cpu_has_fast_bf16()
+        if cfg.cpu_amp and self.device.type == "cpu" and not self.cpu_bf16:
+            self.log("train.cpu_amp: this CPU has no AMX tiles, on which bf16 is ~100x slower than fp32; "
+                     "training in fp32 (remove train.cpu_amp to silence this)")
         if cfg.optimizer == "muon" and not model.supports_muon:
             raise GenlabError(f"train.optimizer=muon is not available for the {type(model).__name__} family",
                               "remove train.optimizer (the family's own optimizer is used), or train a gpt model")
@@ -164,6 +169,8 @@ class Trainer:
     def _autocast(self):
         if self.device.type == "cuda" and self.cfg.amp:
             return torch.autocast("cuda", dtype=torch.bfloat16)
+        if self.cpu_bf16:  # train.cpu_amp on a CPU with AMX: matmuls in bf16, weights and optimizer state in fp32
+            return torch.autocast("cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def _train_indices(self, step: int) -> torch.Tensor:
