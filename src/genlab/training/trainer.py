@@ -93,8 +93,8 @@ class Trainer:
         broadcast_parameters(self.model, self.dist)
         self.cpu_bf16 = cfg.cpu_amp and self.device.type == "cpu" and cpu_has_fast_bf16()
         if cfg.cpu_amp and self.device.type == "cpu" and not self.cpu_bf16:
-            self.log("train.cpu_amp: this CPU has no AMX tiles, on which bf16 is ~100x slower than fp32; "
-                     "training in fp32 (remove train.cpu_amp to silence this)")
+            self.log("train.cpu_amp: this CPU has no AMX tiles (without them bf16 is ~100x slower than fp32): "
+                     "training in fp32")
         if cfg.optimizer == "muon" and not model.supports_muon:
             raise GenlabError(f"train.optimizer=muon is not available for the {type(model).__name__} family",
                               "remove train.optimizer (the family's own optimizer is used), or train a gpt model")
