@@ -22,7 +22,7 @@ def machine(device: str) -> dict:
 
 
 def matmul_gflops(seconds: float = 2.0, size: int = 1024, dtype: torch.dtype = torch.float32) -> float:
-    """fp32 matrix-multiply throughput now, in GFLOP/s: a probe of the machine's speed at the time of a run.
+    """Matrix-multiply throughput now (fp32 unless `dtype`), in GFLOP/s: a probe of the machine's speed.
 
     A wall-clock benchmark's figures move with the machine (a shared host can be a third slower one hour than
     the next); recording this beside them says which runs can be compared."""

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from common import machine, matmul_gflops, write_result
 from genlab.models.transformer import GPT, ElementDropout, GPTConfig
+from genlab.training.distributed import cpu_has_fast_bf16
 
 VOCAB = 65  # Tiny Shakespeare's characters
 
@@ -63,7 +64,7 @@ def time_steps(config: GPTConfig, optimizer: str, batch_size: int, steps: int, w
 def cpu_bf16_matmul() -> dict:
     """What this CPU offers bf16: AMX tiles make a bf16 matmul several times faster than fp32; without them
     (AVX2 only) it is far slower. GFLOP/s of a 1024 x 1024 matmul in each type."""
-    return {"amx": bool(torch.cpu._is_amx_tile_supported()),
+    return {"amx": cpu_has_fast_bf16(),
             "gflops": {"float32": matmul_gflops(1.0), "bfloat16": matmul_gflops(1.0, dtype=torch.bfloat16)}}
 
 

@@ -144,8 +144,9 @@ class ElementDropout(nn.Module):
 
     torch's CPU dropout draws one random number per element (at the 20-minute band's shape its dropouts
     added 85 ms to a step's forward and backward, these 49: bench/gpt_step_cost.py --architecture, one run);
-    here each 64-bit random integer gives four 16-bit uniforms, so the rate is rounded to a multiple of 1/65536 (0.1 -> 0.099991) and survivors are scaled by
-    1 / (1 - that rate). On other devices (CUDA's fused kernel) this is F.dropout.
+    here each 64-bit random integer gives four 16-bit uniforms, so the rate is rounded to a multiple of
+    1/65536 (0.1 -> 0.099991) and survivors are scaled by 1 / (1 - that rate). On other devices (CUDA's
+    fused kernel) this is F.dropout.
     """
 
     def __init__(self, p: float):

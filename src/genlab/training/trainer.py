@@ -91,8 +91,9 @@ class Trainer:
         self.log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
         self.model = model.to(self.device)
         broadcast_parameters(self.model, self.dist)
-        self.cpu_bf16 = cfg.cpu_amp and self.device.type == "cpu" and cpu_has_fast_bf16()
-        if cfg.cpu_amp and self.device.type == "cpu" and not self.cpu_bf16:
+        wants_cpu_bf16 = cfg.cpu_amp and self.device.type == "cpu"
+        self.cpu_bf16 = wants_cpu_bf16 and cpu_has_fast_bf16()
+        if wants_cpu_bf16 and not self.cpu_bf16:
             self.log("train.cpu_amp: this CPU has no AMX tiles (without them bf16 is ~100x slower than fp32): "
                      "training in fp32")
         if cfg.optimizer == "muon" and not model.supports_muon:
