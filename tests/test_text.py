@@ -24,7 +24,8 @@ from genlab.data.text import (
     tokenizer_from_json,
 )
 from genlab.errors import GenlabError
-from genlab.models.transformer import GPT, ElementDropout, GPTConfig, Rotary
+import genlab.models.transformer as transformer
+from genlab.models.transformer import GPT, ElementDropout, GPTConfig, Rotary, causal_attention_explicit
 from genlab.training import Trainer
 
 from conftest import SHARED_DATA, assert_clean_error, run_cli
@@ -407,6 +408,47 @@ def test_qk_norm_makes_attention_blind_to_the_scale_of_queries_and_keys(qk_norm)
             block.attention.qkv.weight[: 2 * 16] *= 10.0  # the query and key rows; values untouched
         after = model(tokens)
     assert torch.allclose(before, after, atol=1e-5) == qk_norm
+
+
+def test_explicit_causal_attention_matches_the_fused_kernel():
+    """The written-out attention bf16 training uses on a CPU: the same values and gradients as torch's fused
+    causal attention (in float64, where both are exact to rounding)."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 9, 8, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    grad = torch.randn(2, 3, 9, 8, dtype=torch.float64)
+    explicit = causal_attention_explicit(q, k, v)
+    explicit_grads = torch.autograd.grad(explicit, (q, k, v), grad)
+    fused = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    fused_grads = torch.autograd.grad(fused, (q, k, v), grad)
+    torch.testing.assert_close(explicit.float(), fused.float())
+    for mine, theirs in zip(explicit_grads, fused_grads):
+        torch.testing.assert_close(mine.float(), theirs.float())
+    with torch.no_grad():  # the future never leaks: changing the last key and value leaves earlier outputs alone
+        k2, v2 = k.clone(), v.clone()
+        k2[:, :, -1], v2[:, :, -1] = 5.0, 5.0
+        torch.testing.assert_close(causal_attention_explicit(q, k2, v2)[:, :, :-1], explicit[:, :, :-1])
+
+
+def test_gpt_uses_the_explicit_attention_only_for_bf16_training_on_a_cpu(monkeypatch):
+    calls = []
+
+    def counted(q, k, v):
+        calls.append(q.dtype)
+        return causal_attention_explicit(q, k, v)
+
+    monkeypatch.setattr(transformer, "causal_attention_explicit", counted)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, block_size=12, n_layer=2, n_head=2, n_embd=16, dropout=0.0))
+    tokens = torch.randint(50, (2, 12))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16_logits = model.train()(tokens)
+        assert calls == [torch.bfloat16] * 2  # one per layer
+        with torch.no_grad():
+            model.eval()(tokens)  # generation and evaluation keep the fused kernel (faster without a backward)
+    fp32_logits = model.train()(tokens)
+    assert len(calls) == 2
+    # bf16 through the explicit path agrees with fp32 through the fused kernel to bf16's precision
+    torch.testing.assert_close(bf16_logits.float(), fp32_logits, atol=0.05, rtol=0.05)
 
 
 def test_speedrun_options_are_checked():
