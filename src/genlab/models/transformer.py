@@ -144,7 +144,8 @@ class ElementDropout(nn.Module):
     """nn.Dropout, with the mask drawn 16 bits at a time on a CPU.
 
     torch's CPU dropout draws one random number per element (at the 20-minute band's shape its dropouts
-    add 194 ms to a step's forward and backward, these 90: bench/gpt_step_cost.py --architecture, one run);
+    add 194 ms to a step's forward and backward, these 90: bench/gpt_step_cost.py --architecture, its
+    2026-12-02 01:22 run);
     here each 64-bit random integer gives four 16-bit uniforms, so the rate is rounded to a multiple of
     1/65536 (0.1 -> 0.099991) and survivors are scaled by 1 / (1 - that rate). On other devices (CUDA's
     fused kernel) this is F.dropout.
@@ -202,11 +203,11 @@ def causal_attention_explicit(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor)
 
     There torch's fused attention (flash attention for CPU) has a fast forward but a slow backward in bf16; this
     one's matmuls run on the AMX tiles. At the 20-minute band's shape (6 x 320, batch 24, context 128) a step's
-    forward and backward take 345 ms against 516 with the fused kernel (bench/gpt_step_cost.py --architecture,
-    bench/results/gpt_step_cost_architecture.json). The softmax stays in bf16 like the matmuls around it, so
-    the [batch x heads, T, T] scores are never converted. CausalSelfAttention uses this only where the fused
-    backward is the problem: bf16 on a CPU with gradients on and no attention dropout; evaluation, generation,
-    fp32 and other devices keep the fused kernel.
+    forward and backward take 233 ms against 339 with the fused kernel (bench/gpt_step_cost.py --architecture,
+    its 2026-12-02 05:41 run; 345 against 516 at 01:22, the host slower). The softmax stays in bf16 like the
+    matmuls around it, so the [batch x heads, T, T] scores are never converted. CausalSelfAttention uses this
+    only where the fused backward is the problem: bf16 on a CPU with gradients on and no attention dropout;
+    evaluation, generation, fp32 and other devices keep the fused kernel.
     """
     batch, heads, length, width = q.shape
     future = torch.full((length, length), float("-inf"), dtype=q.dtype, device=q.device).triu(1)
