@@ -8,7 +8,7 @@ these steps, so the ratios say what a regulariser or an optimizer costs in steps
 
     python bench/gpt_step_cost.py                      # ~1 minute on 2 cores
     python bench/gpt_step_cost.py --n-layer 4 --n-embd 192 --n-head 4
-    python bench/gpt_step_cost.py --architecture       # the band as trained (residual dropout 0.1, Muon,
+    python bench/gpt_step_cost.py --architecture       # the band's shape (residual dropout 0.1, Muon,
                                                        # batch 24) with learned or rotary positions, GELU or ReLU²,
                                                        # and without dropout or with model.dropout_mask=sequence,
                                                        # or with torch's own nn.Dropout instead of genlab's
