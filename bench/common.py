@@ -45,9 +45,16 @@ def fresh_run_dir(out: Path | str) -> Path:
     return out
 
 
-def write_result(record: dict, path: Path | str | None = None, name: str | None = None) -> Path:
-    """Write a benchmark record as JSON (bench/results/NAME.json unless `path` is given)."""
+def write_result(record: dict, path: Path | str | None = None, name: str | None = None,
+                 keep_history: bool = False) -> Path:
+    """Write a benchmark record as JSON (bench/results/NAME.json unless `path` is given).
+
+    keep_history: the records the file held before move into the new one's "history" list (oldest first),
+    so a figure quoted from an earlier run keeps its source."""
     path = Path(path) if path is not None else RESULTS / f"{name}.json"
+    if keep_history and path.is_file():
+        previous = json.loads(path.read_text())
+        record = {**record, "history": previous.pop("history", []) + [previous]}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2) + "\n")
     return path

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import time
 from types import SimpleNamespace
 from unittest import mock
@@ -33,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 import genlab.models.transformer as transformer
-from common import RESULTS, machine, matmul_gflops, write_result
+from common import machine, matmul_gflops, write_result
 from genlab.models.transformer import GPT, ElementDropout, GPTConfig
 from genlab.training.distributed import cpu_has_fast_bf16
 
@@ -80,14 +79,6 @@ def cpu_bf16_matmul() -> dict:
     (AVX2 only) it is far slower. GFLOP/s of a 1024 x 1024 matmul in each type."""
     return {"amx": cpu_has_fast_bf16(),
             "gflops": {"float32": matmul_gflops(1.0), "bfloat16": matmul_gflops(1.0, dtype=torch.bfloat16)}}
-
-
-def earlier_runs(path) -> list[dict]:
-    """The runs a results file holds: its history, then its own record (newest last); none if it is absent."""
-    if not path.exists():
-        return []
-    previous = json.loads(path.read_text())
-    return previous.pop("history", []) + [previous]
 
 
 def main() -> int:
@@ -138,8 +129,8 @@ def main() -> int:
     record = {"benchmark": "gpt_step_cost", "cpu_bf16_matmul": cpu_bf16_matmul(), "model": {"n_layer": args.n_layer, "n_embd": args.n_embd,
               "n_head": args.n_head, "block_size": args.block_size, "vocab_size": VOCAB},
               "steps": args.steps, "rows": rows, "machine": machine("cpu"), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
-    name = "gpt_step_cost_architecture" if args.architecture else "gpt_step_cost"
-    path = write_result({**record, "history": earlier_runs(RESULTS / f"{name}.json")}, name=name)
+    path = write_result(record, name="gpt_step_cost_architecture" if args.architecture else "gpt_step_cost",
+                        keep_history=True)
     print(f"wrote {path}")
     return 0
 
